@@ -1,0 +1,28 @@
+"""Datasets: one registry, one contract.
+
+    ds, info = data.load_dataset("camvid", data_dir="path/to/CamVid", split="train")
+
+yields `(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` with 255 = ignore;
+`info` holds class names, colours and the file list. See data/common.py.
+"""
+
+from data import camvid, sample, shapes
+from data.common import IGNORE, DatasetInfo, class_pixel_counts, explain_data_error
+from errors import UserError
+
+DATASETS = {
+    "camvid": camvid.load,
+    "sample": sample.load,
+    "shapes": shapes.load,
+}
+
+
+def load_dataset(name: str, data_dir=None, split: str = "train", **options):
+    """(dataset, info) for dataset `name`; options go to that dataset's loader."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return DATASETS[name](data_dir=data_dir, split=split, **options)
+
+
+__all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "explain_data_error",
+           "load_dataset"]

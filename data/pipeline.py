@@ -1,0 +1,99 @@
+"""Augmentation and batching on top of the dataset contract.
+
+`prepare(ds, training=True, ...)` turns a dataset of single `(image, mask)` examples
+at their own size into batches a model can take:
+
+- training: shuffle, random scale, pad (image 0, mask 255) and random crop to
+  `image_size`, random horizontal flip, photometric jitter. The image is resized
+  bilinearly and the mask with nearest neighbour, both with the same random numbers,
+  so they stay aligned. Random numbers come from stateless ops seeded by
+  `Dataset.random(seed)`, so two runs with the same seed see the same batches.
+- evaluation: no randomness. With `image_size` the pair is resized (mask nearest);
+  without it each pair is padded on the bottom/right to a multiple of 32 (mask 255),
+  so the model sees every pixel at its own resolution and padding is ignored.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from data.common import AUTOTUNE, IGNORE
+
+
+def resize_pair(image, mask, size):
+    """Resize image bilinearly and mask with nearest neighbour to `size` (h, w)."""
+    image = tf.image.resize(image, size, method="bilinear")
+    mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
+    return image, tf.cast(mask, tf.int32)
+
+
+def pad_pair(image, mask, height, width):
+    """Pad on the bottom/right to at least (height, width): image with 0, mask with IGNORE."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    ph, pw = tf.maximum(height - h, 0), tf.maximum(width - w, 0)
+    image = tf.pad(image, [[0, ph], [0, pw], [0, 0]])
+    mask = tf.pad(mask, [[0, ph], [0, pw]], constant_values=IGNORE)
+    return image, mask
+
+
+def pad_to_multiple(image, mask, multiple: int = 32):
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    return pad_pair(image, mask, (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple)
+
+
+def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, jitter=True):
+    """Random scale + crop to `image_size`, flip and colour jitter; `seed` is a shape-[2] int tensor."""
+    seeds = tf.random.experimental.stateless_split(seed, num=8)
+    crop_h, crop_w = image_size
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.random.stateless_uniform([], seeds[0], scale_range[0], scale_range[1])
+    new_size = tf.cast(tf.round(shape * scale), tf.int32)
+    image, mask = resize_pair(image, mask, new_size)
+    image, mask = pad_pair(image, mask, crop_h, crop_w)
+
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    top = tf.random.stateless_uniform([], seeds[1], 0, h - crop_h + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[2], 0, w - crop_w + 1, dtype=tf.int32)
+    image = image[top:top + crop_h, left:left + crop_w]
+    mask = mask[top:top + crop_h, left:left + crop_w]
+
+    if flip:
+        do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        image = tf.cond(do_flip, lambda: tf.reverse(image, [1]), lambda: image)
+        mask = tf.cond(do_flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+    if jitter:
+        image = tf.image.stateless_random_brightness(image, 0.15, seeds[4])
+        image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[5])
+        image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[6])
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.ensure_shape(image, [crop_h, crop_w, 3])
+    mask = tf.ensure_shape(mask, [crop_h, crop_w])
+    return image, mask
+
+
+def prepare(ds: tf.data.Dataset, *, training: bool, batch_size: int, image_size=None, seed: int = 0,
+            scale_range=(0.5, 2.0), shuffle_buffer: int = 1000, augment_data: bool = True) -> tf.data.Dataset:
+    """Batches of (float32 (B, H, W, 3), int32 (B, H, W)) for training or evaluation."""
+    if training:
+        if image_size is None:
+            raise ValueError("training needs an image_size to crop to")
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+
+        def train_map(example, pair_seed):
+            image, mask = example
+            if augment_data:
+                return augment(image, mask, pair_seed, image_size, scale_range)
+            image, mask = resize_pair(image, mask, image_size)
+            return image, mask
+
+        ds = ds.map(train_map, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=True)
+    elif image_size is not None:
+        ds = ds.map(lambda i, m: resize_pair(i, m, image_size), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size)
+    else:
+        ds = ds.map(pad_to_multiple, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.padded_batch(batch_size, padding_values=(0.0, IGNORE))
+    return ds.prefetch(AUTOTUNE)

@@ -6,14 +6,19 @@ yields `(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` with 255 = ignor
 `info` holds class names, colours and the file list. See data/common.py.
 """
 
-from data import camvid, sample, shapes
-from data.common import IGNORE, DatasetInfo, class_pixel_counts, explain_data_error
+from data import camvid, cityscapes, folder, pets, sample, shapes, stanford, voc
+from data.common import IGNORE, DatasetInfo, class_pixel_counts, data_errors_as_user_errors, explain_data_error
 from errors import UserError
 
 DATASETS = {
     "camvid": camvid.load,
+    "cityscapes": cityscapes.load,
+    "folder": folder.load,
+    "pets": pets.load,
     "sample": sample.load,
     "shapes": shapes.load,
+    "stanford": stanford.load,
+    "voc": voc.load,
 }
 
 
@@ -24,5 +29,6 @@ def load_dataset(name: str, data_dir=None, split: str = "train", **options):
     return DATASETS[name](data_dir=data_dir, split=split, **options)
 
 
-__all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "explain_data_error",
+__all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "data_errors_as_user_errors",
+           "explain_data_error",
            "load_dataset"]

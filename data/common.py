@@ -13,6 +13,7 @@ for the user (and finds the unreadable file when the decoder itself failed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from pathlib import Path
@@ -110,25 +111,68 @@ def read_color_mask(path) -> tf.Tensor:
     return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
 
 
-def value_lut(mapping: dict, size: int = 256) -> np.ndarray:
-    """A lookup table for `remap`: stored value -> class index, -1 where the value is not allowed."""
+def value_lut(mapping: dict, size: int = 256, offset: int = 0) -> np.ndarray:
+    """A lookup table for `remap`: stored value -> class index, -1 where the value is not allowed.
+
+    Entry `k` is for stored value `k + offset`; give the same `offset` to `remap` (e.g. -1 for
+    label files that store "unknown" as -1).
+    """
     lut = np.full(size, -1, np.int32)
     for value, index in mapping.items():
-        lut[value] = index
+        lut[value - offset] = index
     return lut
 
 
-def remap(raw, lut, mask_path, what: str = "label values"):
+def remap(raw, lut, mask_path, what: str = "label values", offset: int = 0):
     """Map stored label values through `lut`; a value the dataset does not define stops the
     pipeline with an error naming the file and the offending values."""
     lut = tf.constant(lut, tf.int32)
-    in_range = tf.logical_and(raw >= 0, raw < tf.shape(lut)[0])
-    mapped = tf.where(in_range, tf.gather(lut, tf.clip_by_value(raw, 0, tf.shape(lut)[0] - 1)), -1)
+    position = raw - offset
+    in_range = tf.logical_and(position >= 0, position < tf.shape(lut)[0])
+    mapped = tf.where(in_range, tf.gather(lut, tf.clip_by_value(position, 0, tf.shape(lut)[0] - 1)), -1)
     bad = tf.unique(tf.boolean_mask(raw, mapped < 0))[0]
     message = tf.strings.format("mask {} has " + what + " outside the dataset's classes: {}",
                                 (mask_path, tf.sort(bad)), summarize=20)
     with tf.control_dependencies([tf.debugging.Assert(tf.size(bad) == 0, [_MARK, message, _MARK])]):
         return tf.identity(mapped)
+
+
+def data_check(condition, message) -> tf.Operation:
+    """An in-graph check; when `condition` is false `explain_data_error` reports `message` (a string tensor)."""
+    return tf.debugging.Assert(condition, [_MARK, message, _MARK])
+
+
+def _pil_index_mask(path, modes):
+    """(int32 (H, W) stored values, "") read with PIL, or (empty, reason) when that is not possible."""
+    from PIL import Image
+
+    path = path.decode()
+    modes = [m.decode() for m in modes]
+    try:
+        with Image.open(path) as im:
+            if im.mode not in modes:
+                return (np.zeros((0, 0), np.int32),
+                        f"mask {path} is a {im.mode!r} image; expected single-channel class indices "
+                        f"(PIL mode {' or '.join(map(repr, modes))})")
+            # For palette ('P') images these are the palette indices, not the colours.
+            return np.asarray(im).astype(np.int32), ""
+    except Exception as exc:  # PIL raises many types for bad files; we only report the reason
+        return np.zeros((0, 0), np.int32), f"cannot read mask {path}: {exc or type(exc).__name__}"
+
+
+def read_index_mask(path, modes=("P", "L")) -> tf.Tensor:
+    """Decode a label image with PIL to int32 (H, W) holding the stored values.
+
+    Unlike `read_mask`, a palette PNG gives its palette indices (`tf.io.decode_png` expands the
+    palette to colours). A file in another PIL mode than `modes`, or one PIL cannot read, stops the
+    pipeline with an error naming the file.
+    """
+    mask, problem = tf.numpy_function(_pil_index_mask, [path, tf.constant(modes)], [tf.int32, tf.string],
+                                      stateful=False)
+    with tf.control_dependencies([data_check(tf.equal(problem, ""), problem)]):
+        mask = tf.identity(mask)
+    mask.set_shape([None, None])
+    return mask
 
 
 def remap_colors(codes, colors: dict, mask_path):
@@ -201,9 +245,14 @@ def _readable(path: str) -> str | None:
 
 
 def find_unreadable(files) -> str | None:
-    """The first file of `files` ((image, mask) pairs) that cannot be decoded, as a message."""
+    """The first image file of `files` ((image, mask) pairs) that cannot be decoded, as a message.
+
+    Files that are not images (e.g. text label files) are skipped: their readers name them.
+    """
     for pair in files:
         for path in pair:
+            if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
             reason = _readable(str(path))
             if reason is not None:
                 return f"cannot read {path}: {reason}"
@@ -222,21 +271,39 @@ def explain_data_error(error: Exception, info: DatasetInfo | None = None) -> str
         if unreadable:
             return f"{info.name}: {unreadable}"
     decode_words = ("decode", "Input is empty", "PNG", "JPEG", "Unknown image file format", "No such file")
-    if any(word in text for word in decode_words):
+    if info is None and any(word in text for word in decode_words):
         first = text.strip().splitlines()[0]
         return f"{info.name if info else 'data'}: could not read an image or mask: {first}"
     return None
+
+
+def mask_class_counts(mask, num_classes: int) -> tf.Tensor:
+    """int64 (num_classes,) pixels per class in one mask; ignored pixels are not counted."""
+    flat = tf.reshape(mask, [-1])
+    flat = tf.boolean_mask(flat, (flat >= 0) & (flat < num_classes))
+    return tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes, dtype=tf.int64)
 
 
 def class_pixel_counts(ds: tf.data.Dataset, num_classes: int) -> np.ndarray:
     """Pixels per class over a dataset of (image, mask); ignored pixels are not counted."""
 
     def count(_, mask):
-        flat = tf.reshape(mask, [-1])
-        flat = tf.boolean_mask(flat, (flat >= 0) & (flat < num_classes))
-        return tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes, dtype=tf.int64)
+        return mask_class_counts(mask, num_classes)
 
     counts = np.zeros(num_classes, np.int64)
     for c in ds.map(count, num_parallel_calls=AUTOTUNE).as_numpy_iterator():
         counts += c
     return counts
+
+
+@contextlib.contextmanager
+def data_errors_as_user_errors(*infos):
+    """Inside this block, a TensorFlow error caused by the data of `infos` becomes a UserError."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        for info in infos:
+            message = explain_data_error(exc, info)
+            if message is not None:
+                raise UserError(message) from None
+        raise

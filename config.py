@@ -1,0 +1,158 @@
+"""One flat training config. train.py's flags mirror its fields (`image_size` -> `--image-size`);
+the run folder stores it as config.json, and evaluate.py / predict.py / --resume rebuild
+everything from that file rather than from retyped flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+from pathlib import Path
+
+from errors import UserError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # data
+    dataset: str = "sample"
+    data_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: tuple = (160, 224)  # training crop (H, W), multiples of 32
+    val_image_size: tuple | None = None  # None: validate at native size, padded to a multiple of 32
+    scale_min: float = 0.5  # random scale range for training crops
+    scale_max: float = 2.0
+    # model
+    model: str = "mobilenetv2_pix2pix"
+    encoder_weights: str = "none"  # none | imagenet | PATH
+    alpha: float | None = None  # MobileNet width multiplier
+    variant: str | None = None  # mobilenetv3_lraspp: large | small
+    base_filters: int | None = None  # unet_tf width
+    encoder_frozen: bool = False
+    dropout: bool | None = None
+    # loss
+    loss: str = "cce"
+    loss_alpha: float | None = None  # Tversky alpha (FP weight)
+    loss_beta: float | None = None  # Tversky beta (FN weight)
+    loss_lam: float | None = None  # weight of the region term in tversky_cce / dice_cce
+    loss_gamma: float | None = None  # focal Tversky exponent
+    class_weights: str | None = None  # None | auto | comma-separated floats
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 8  # per replica
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine | constant | poly
+    warmup_epochs: float = 0.0
+    weight_decay: float = 1e-4
+    patience: int = 0  # early stopping on val mIoU; 0 = off
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    precision: str = "auto"  # auto | float32 | bfloat16 | float16
+    jit_compile: bool = False
+    strategy: str = "auto"  # auto | none | mirrored | multiworker
+    seed: int = 0
+    # outputs
+    run_dir: str | None = None
+    num_samples: int = 4  # validation images drawn in samples/epoch_NNN.png
+
+    def model_options(self) -> dict:
+        """Options passed to models.build_model: only those the user set."""
+        options = {"alpha": self.alpha, "variant": self.variant, "base_filters": self.base_filters,
+                   "dropout": self.dropout}
+        options = {k: v for k, v in options.items() if v is not None}
+        if self.encoder_frozen:
+            options["encoder_trainable"] = False
+        return options
+
+    def loss_params(self) -> dict:
+        params = {"alpha": self.loss_alpha, "beta": self.loss_beta, "lam": self.loss_lam, "gamma": self.loss_gamma}
+        return {k: v for k, v in params.items() if v is not None}
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in names})
+        for key in ("image_size", "val_image_size"):
+            if getattr(config, key) is not None:
+                setattr(config, key, tuple(getattr(config, key)))
+        return config
+
+
+HELP = {
+    "dataset": "dataset name (see data.DATASETS)",
+    "data_dir": "dataset root folder (not needed for sample and shapes)",
+    "image_size": "training crop H W, multiples of 32",
+    "val_image_size": "resize validation images to H W (default: native size padded to a multiple of 32)",
+    "encoder_weights": "none | imagenet | PATH to a weights file",
+    "class_weights": "auto (median frequency balancing over the training set) or comma-separated floats",
+    "batch_size": "batch size per replica",
+    "patience": "stop after this many epochs without a better val mIoU (0: never)",
+    "precision": "auto picks mixed bfloat16 on CPUs with AVX512-BF16/AMX, mixed float16 on GPUs, else float32",
+    "strategy": "tf.distribute strategy: auto | none | mirrored | multiworker (cluster from TF_CONFIG)",
+    "run_dir": "run folder (default runs/<dataset>-<model>-<time>)",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, defaulting to None so that only typed flags override."""
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = HELP.get(field.name, "") + f" (default: {field.default})"
+        kind = field.type.split("|")[0].strip()
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind == "tuple":
+            parser.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None,
+                                help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    config = dataclasses.replace(base) if base else TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            setattr(config, field.name, tuple(value) if isinstance(value, list) else value)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Check values early, naming the flag, what is allowed and what was given."""
+    for key in ("image_size", "val_image_size"):
+        size = getattr(config, key)
+        if size is not None and (len(size) != 2 or any(s <= 0 or s % 32 for s in size)):
+            raise UserError(f"--{key.replace('_', '-')} must be two positive multiples of 32, got {list(size)}")
+    choices = {"lr_schedule": ("cosine", "constant", "poly"), "precision": ("auto", "float32", "bfloat16", "float16"),
+               "strategy": ("auto", "none", "mirrored", "multiworker")}
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
+    for key in ("epochs", "batch_size"):
+        if getattr(config, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
+    if not config.lr > 0:
+        raise UserError(f"--lr must be positive, got {config.lr}")
+    if not 0 < config.scale_min <= config.scale_max:
+        raise UserError(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {config.scale_min}, {config.scale_max}")
+
+
+def library_versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__}
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,211 @@
+"""Logits from any saved model: a run folder, a `.keras` file, a SavedModel folder or a `.tflite` file.
+
+    predictor = load_predictor("runs/sample-mobilenetv2_pix2pix-...")
+    logits = predictor.logits(image)          # (H, W, C) float32 for one float image in [0, 1]
+    labels = predictor.labels(image, tta="flip")
+
+Whatever the format, images are padded on the bottom/right to a multiple of 32 (the
+models' contract), and the logits are cropped back, so every pixel of the input gets a
+prediction at its own resolution. Class names and colours come from the run's
+config.json, or from a `<model>.json` file beside a model file (as for the shipped
+models); without either they are numbered.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from errors import UserError
+
+MULTIPLE = 32
+
+
+def default_info(num_classes: int) -> dict:
+    from data.common import default_colors
+
+    return {"class_names": [f"class{i}" for i in range(num_classes)], "colors": [list(c) for c in default_colors(num_classes)]}
+
+
+def pad_image(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, -h % multiple), (0, -w % multiple), (0, 0)))
+
+
+class Predictor:
+    """Wraps a batch function float32 (N, H, W, 3) -> logits (N, H, W, C)."""
+
+    def __init__(self, batch_fn, info: dict, kind: str, path: Path, fixed_size=None):
+        self.batch_fn = batch_fn
+        self.info = info
+        self.kind = kind
+        self.path = path
+        self.fixed_size = fixed_size  # (H, W) for a TFLite model with a static input shape
+
+    @property
+    def class_names(self):
+        return self.info["class_names"]
+
+    @property
+    def colors(self):
+        return self.info["colors"]
+
+    @property
+    def num_classes(self):
+        return len(self.info["class_names"])
+
+    def _forward(self, image: np.ndarray, input_size=None, window=None) -> np.ndarray:
+        """Logits at the image's own resolution.
+
+        input_size (H, W): run the model at that size and resize the logits back bilinearly.
+        window (H, W): sliding-window inference with tiles of that size overlapping by a third,
+        for images larger than the training size; overlapping logits are averaged.
+        """
+        h, w = image.shape[:2]
+        size = input_size or self.fixed_size
+        if size is not None:
+            resized = tf.image.resize(image, size, method="bilinear").numpy()
+            logits = self.batch_fn(resized[None])[0]
+            return tf.image.resize(logits, (h, w), method="bilinear").numpy()
+        if window is not None and (h > window[0] or w > window[1]):
+            return self._sliding(image, window)
+        logits = self.batch_fn(pad_image(image)[None])[0]
+        return np.asarray(logits[:h, :w], np.float32)
+
+    def _sliding(self, image: np.ndarray, window) -> np.ndarray:
+        h, w = image.shape[:2]
+        th, tw = window
+        padded = np.pad(image, ((0, max(0, th - h)), (0, max(0, tw - w)), (0, 0)))
+        ph, pw = padded.shape[:2]
+
+        def starts(length, tile):
+            stride = max(1, tile * 2 // 3)
+            points = list(range(0, max(1, length - tile + 1), stride))
+            return points if points[-1] == length - tile else points + [length - tile]
+
+        total, count = None, np.zeros((ph, pw, 1), np.float32)
+        for top in starts(ph, th):
+            for left in starts(pw, tw):
+                out = self.batch_fn(padded[None, top:top + th, left:left + tw])[0]
+                if total is None:
+                    total = np.zeros((ph, pw, out.shape[-1]), np.float32)
+                total[top:top + th, left:left + tw] += out
+                count[top:top + th, left:left + tw] += 1
+        return (total / count)[:h, :w]
+
+    def logits(self, image, tta: str = "none", scales=(1.0,), input_size=None, window=None) -> np.ndarray:
+        """(H, W, C) logits for one float32 image (H, W, 3) in [0, 1].
+
+        tta: "none" or "flip" (average with the horizontally flipped image); `scales`
+        adds multi-scale averaging: the image is resized by each factor, predicted, and
+        its logits resized back bilinearly before averaging.
+        """
+        image = np.asarray(image, np.float32)
+        h, w = image.shape[:2]
+        total, count = 0.0, 0
+        for scale in scales:
+            scaled = image
+            if scale != 1.0:
+                size = (max(MULTIPLE, round(h * scale)), max(MULTIPLE, round(w * scale)))
+                scaled = tf.image.resize(image, size, method="bilinear").numpy()
+            views = [scaled, scaled[:, ::-1]] if tta == "flip" else [scaled]
+            for k, view in enumerate(views):
+                out = self._forward(np.ascontiguousarray(view), input_size, window)
+                if k == 1:
+                    out = out[:, ::-1]
+                if scale != 1.0:
+                    out = tf.image.resize(out, (h, w), method="bilinear").numpy()
+                total, count = total + out, count + 1
+        return total / count
+
+    def labels(self, image, **options) -> np.ndarray:
+        logits = self.logits(image, **options)
+        if logits.shape[-1] == 1:  # binary model: one sigmoid logit
+            return (logits[..., 0] > 0).astype(np.int32)
+        return np.argmax(logits, axis=-1).astype(np.int32)
+
+
+def _read_info(path: Path) -> dict | None:
+    """Class names/colours from the run's config.json or a sidecar `<model>.json`."""
+    candidates = [path / "config.json"] if path.is_dir() else [path.with_suffix(".json"), path.parent / "config.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            values = json.loads(candidate.read_text())
+            dataset = values.get("dataset_info", values)
+            if "class_names" in dataset:
+                return {"class_names": list(dataset["class_names"]), "colors": [list(c) for c in dataset["colors"]],
+                        "config": values.get("config", {})}
+    return None
+
+
+def _keras_fn(model):
+    def run(batch):
+        return np.asarray(model(tf.constant(batch, tf.float32), training=False), np.float32)
+
+    return run
+
+
+def _savedmodel_fn(path: Path):
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise UserError(f"SavedModel {path} has no serving_default signature")
+    input_name = list(signature.structured_input_signature[1].keys())[0]
+    input_spec = signature.structured_input_signature[1][input_name]
+
+    def run(batch):
+        x = tf.constant(batch)
+        if input_spec.dtype == tf.uint8:
+            x = tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8)
+        outputs = signature(**{input_name: x})
+        if "logits" not in outputs:
+            raise UserError(f"SavedModel {path} does not return 'logits' (has {sorted(outputs)})")
+        return outputs["logits"].numpy().astype(np.float32)
+
+    run.loaded = loaded  # keep the object alive while the function is used
+    return run
+
+
+def _find_model_file(run_dir: Path) -> Path:
+    for name in ("model.keras", "saved_model", "model.tflite"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise UserError(f"run folder {run_dir} has no model (looked for model.keras, saved_model/, model.tflite)")
+
+
+def load_predictor(path, num_threads: int | None = None) -> Predictor:
+    """A Predictor for a run folder, .keras file, SavedModel folder or .tflite file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--model {str(path)!r} does not exist")
+    info = _read_info(path)
+    model_path = path
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        model_path = _find_model_file(path)
+    if model_path.is_dir() and (model_path / "saved_model.pb").is_file():
+        fn, kind, fixed = _savedmodel_fn(model_path), "savedmodel", None
+    elif model_path.suffix == ".keras":
+        import keras
+
+        import losses  # noqa: F401  (registers the custom losses/metrics for deserialisation)
+        import metrics  # noqa: F401
+        import models  # noqa: F401
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"cannot load Keras model {model_path}: {str(exc).splitlines()[0]}") from None
+        fn, kind, fixed = _keras_fn(model), "keras", None
+    elif model_path.suffix == ".tflite":
+        from tflite_infer import tflite_batch_fn
+
+        fn, fixed = tflite_batch_fn(model_path, num_threads=num_threads)
+        kind = "tflite"
+    else:
+        raise UserError(f"--model {str(path)!r} is not a run folder, .keras file, SavedModel folder or .tflite file")
+    if info is None:
+        probe = fn(np.zeros((1, *(fixed or (MULTIPLE, MULTIPLE)), 3), np.float32))
+        info = default_info(max(2, probe.shape[-1]))
+    return Predictor(fn, info, kind, model_path, fixed_size=fixed)

@@ -1,0 +1,227 @@
+"""train.py, evaluate.py and predict.py end to end on a small generated CamVid-layout dataset."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import predict
+import run_folder
+import train
+from data import shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "64", "64", "--batch-size", "4",
+        "--precision", "float32", "--num-samples", "2", "--lr", "3e-3"]
+
+
+def run_script(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_camvid_layout(root: Path, splits=(("train", 12), ("val", 4)), size=(64, 96)):
+    """Shapes scenes saved in the CamVid SegNet layout (labels 0..3 of CamVid's 11; 11 = void)."""
+    for split, count in splits:
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        ds, _ = shapes.load(split=split, count=count, image_size=size, seed=3)
+        lines = []
+        for k, (image, mask) in enumerate(ds.as_numpy_iterator()):
+            mask = mask.astype(np.uint8)
+            mask[:2, :] = 11  # a void band, ignored everywhere
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(root / split / f"f{k:03d}.png")
+            Image.fromarray(mask).save(root / f"{split}annot" / f"f{k:03d}.png")
+            lines.append(f"{split}/f{k:03d}.png {split}annot/f{k:03d}.png")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def camvid_dir(tmp_path_factory):
+    return write_camvid_layout(tmp_path_factory.mktemp("data") / "camvid")
+
+
+@pytest.fixture(scope="module")
+def trained_run(camvid_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    code = train.main(["--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, "--epochs", "3",
+                       "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+def test_run_folder_describes_itself(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["config"]["model"] == "mobilenetv2_pix2pix"
+    assert config["config"]["image_size"] == [64, 64]
+    assert config["dataset_info"]["class_names"][:2] == ["Sky", "Building"]
+    assert set(config["versions"]) >= {"tensorflow", "keras", "numpy", "python"}
+    rows = list(csv.DictReader(open(trained_run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for key in ("loss", "val_loss", "val_miou", "lr", "train_images_per_sec"):
+        assert all(r[key] != "" for r in rows), key
+    assert all(float(r["train_images_per_sec"]) > 0 for r in rows)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
+    assert (trained_run / "model.keras").is_file()
+    assert [p.name for p in (trained_run / "checkpoints").iterdir()] == ["epoch_003.keras"]
+    assert (trained_run / "curves.png").is_file()
+    assert sorted(p.name for p in (trained_run / "samples").iterdir()) == [
+        "epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    assert any((trained_run / "logs").rglob("*tfevents*"))
+    best = max(float(r["val_miou"]) for r in rows)
+    assert 0.0 < best <= 1.0
+
+
+def test_evaluate_json_and_predict_agree(trained_run, camvid_dir, tmp_path, capsys):
+    assert evaluate.main(["--model", str(trained_run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= {"miou", "mean_dice", "pixel_accuracy", "per_class_iou", "confusion_matrix",
+                           "class_names", "num_images"}
+    assert result["num_images"] == 4
+    assert list(result["per_class_iou"]) == result["class_names"]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in result["per_class_iou"].values())
+    # predict.py on the same val images: masks scored by hand give the same mIoU.
+    out = tmp_path / "pred"
+    assert predict.main(["--model", str(trained_run / "model.keras"), str(camvid_dir / "val"), "--out", str(out)]) == 0
+    cm = np.zeros((11, 11), np.int64)
+    for image in sorted((camvid_dir / "val").iterdir()):
+        pred = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
+        true = np.asarray(Image.open(camvid_dir / "valannot" / image.name)).astype(np.int64)
+        assert pred.shape == true.shape
+        assert Image.open(out / f"{image.stem}_mask.png").mode == "P"
+        keep = true < 11
+        cm += np.bincount(true[keep] * 11 + pred[keep], minlength=121).reshape(11, 11)
+    assert cm.tolist() == result["confusion_matrix"]
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    assert result["miou"] == pytest.approx(np.mean(tp[denom > 0] / denom[denom > 0]), abs=1e-9)
+    assert (out / "f000_overlay.png").is_file()
+
+
+def test_evaluate_table_and_out(trained_run, tmp_path, capsys):
+    assert evaluate.main(["--model", str(trained_run), "--out", str(tmp_path / "ev"), "--tta", "flip"]) == 0
+    text = capsys.readouterr().out.strip().splitlines()
+    assert text[-1].startswith("mIoU: 0.") or text[-1] == "mIoU: 1.0000"
+    assert any(line.startswith("Sky") for line in text)
+    for name in ("metrics.json", "confusion.png", "worst.png"):
+        assert (tmp_path / "ev" / name).is_file()
+
+
+def test_video_every_frame(trained_run, tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (96, 64))
+    ds, _ = shapes.load(split="val", count=7, image_size=(64, 96))
+    for image, _ in ds.as_numpy_iterator():
+        writer.write((image[..., ::-1] * 255).astype(np.uint8))
+    writer.release()
+    out = tmp_path / "v"
+    assert predict.main(["--model", str(trained_run), str(video), "--out", str(out), "--smooth", "0.5"]) == 0
+    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    ok, frame = capture.read()
+    assert ok and frame.shape == (64, 96, 3)
+
+
+def test_resume_after_sigkill(camvid_dir, tmp_path):
+    run_dir = tmp_path / "killed"
+    args = ["train.py", "--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, "--epochs", "4",
+            "--steps-per-epoch", "12", "--run-dir", str(run_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while run_folder.latest_checkpoint(run_dir)[0] < 1 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)  # into epoch 2
+        assert proc.poll() is None, "training finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at, _ = run_folder.latest_checkpoint(run_dir)
+    assert 1 <= killed_at < 4
+    result = run_script("train.py", "--resume", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming {run_dir} from epoch {killed_at}" in result.stdout
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "history.csv"))]
+    assert epochs == [1, 2, 3, 4]
+    assert run_folder.latest_checkpoint(run_dir)[0] == 4
+    assert not list((run_dir / "checkpoints").glob(".tmp*"))
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
+    recorder = run_folder.RunRecorder(
+        tmp_path, info=None, sample_images=None, sample_masks=None, predict=None,
+        save_checkpoint=lambda path: Path(path).write_text("state"), save_best=lambda folder: None,
+        checkpoint_suffix=".ckpt", steps_per_epoch=3, global_batch=2)
+    recorder.epoch_begin()
+    for batch in range(3):
+        assert recorder.batch_end(batch, 1.0)
+    recorder.epoch_end(1, {"loss": 1.0, "val_loss": 1.0, "val_miou": 0.5}, lr=0.1)
+    recorder.epoch_begin()
+    assert not recorder.batch_end(0, float("nan"))
+    recorder.epoch_end(2, {"loss": float("nan")}, lr=0.1)
+    assert recorder.stop
+    assert run_folder.latest_checkpoint(tmp_path)[0] == 1
+    assert [int(r["epoch"]) for r in run_folder.read_history(tmp_path)] == [1]
+    assert "epoch 2, batch 1" in recorder.nonfinite_message() and "epoch_001.ckpt" in recorder.nonfinite_message()
+
+
+def test_nonfinite_loss_end_to_end(camvid_dir, tmp_path):
+    result = run_script("train.py", "--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY[:-2],
+                        "--lr", "1e30", "--lr-schedule", "constant", "--epochs", "2", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert "stopping: the loss became" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.py", "--dataset", "camvid", "--data-dir", "/nonexistent/camvid"], "does not exist"),
+    (["train.py", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["train.py", "--model", "nope", "--epochs", "1"], "unknown model 'nope'"),
+    (["train.py", "--image-size", "100", "100"], "multiples of 32"),
+    (["evaluate.py", "--model", "/nonexistent/model.keras"], "does not exist"),
+    (["predict.py", "--model", "/nonexistent", "x.png"], "does not exist"),
+])
+def test_bad_input_is_one_line(args, message):
+    result = run_script(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-1500:]
+
+
+def test_predict_bad_inputs_write_nothing(trained_run, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    (tmp_path / "broken.png").write_bytes(b"PNG but not really")
+    empty_run = tmp_path / "empty_run"
+    empty_run.mkdir()
+    cases = [([str(good), str(tmp_path / "notes.txt")], trained_run, "is not an image"),
+             ([str(good), str(tmp_path / "broken.mp4")], trained_run, "cannot decode video"),
+             ([str(good), str(tmp_path / "broken.png")], trained_run, "cannot read image"),
+             ([str(good)], empty_run, "has no model")]
+    for inputs, model, message in cases:
+        out = tmp_path / "out"
+        result = run_script("predict.py", "--model", str(model), *inputs, "--out", str(out))
+        assert result.returncode == 2, result.stderr[-1500:]
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert message in result.stderr
+        assert not out.exists()

@@ -6,9 +6,16 @@ yields `(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` with 255 = ignor
 `info` holds class names, colours and the file list. See data/common.py.
 """
 
-from data import camvid, cityscapes, folder, pets, sample, shapes, stanford, voc
-from data.common import IGNORE, DatasetInfo, class_pixel_counts, data_errors_as_user_errors, explain_data_error
-from errors import UserError
+import os
+
+# Before TensorFlow is first imported: for `python -m data.verify` this package is imported before the
+# module, and TF's C++ warnings about each failed data check would repeat our one-line messages.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from data import camvid, cityscapes, folder, pets, sample, shapes, stanford, voc  # noqa: E402
+from data.common import (IGNORE, DatasetInfo, class_pixel_counts, data_errors_as_user_errors,  # noqa: E402
+                         explain_data_error)
+from errors import UserError  # noqa: E402
 
 DATASETS = {
     "camvid": camvid.load,

@@ -47,9 +47,12 @@ def _segnet_pairs(root: Path, split: str) -> list:
     return pairs
 
 
+def _segnet_splits(root: Path) -> set:
+    return {p.stem for p in root.glob("*.txt") if (root / f"{p.stem}annot").is_dir()}
+
+
 def _load_segnet(root: Path, split: str, cache: bool):
-    available = {p.stem for p in root.glob("*.txt") if (root / f"{p.stem}annot").is_dir()}
-    check_split(split, available, "camvid", root)
+    check_split(split, _segnet_splits(root), "camvid", root)
     pairs = _segnet_pairs(root, split)
     for image, mask in pairs[:1] + pairs[-1:]:
         for path in (image, mask):
@@ -83,9 +86,13 @@ def read_class_dict(path: Path):
     return names, colors, void
 
 
-def _load_colour(root: Path, split: str, cache: bool):
+def _colour_splits(root: Path) -> set:
     available = {p.name[:-len("_labels")] for p in root.glob("*_labels") if p.is_dir()}
-    check_split(split, {s for s in available if (root / s).is_dir()}, "camvid", root)
+    return {s for s in available if (root / s).is_dir()}
+
+
+def _load_colour(root: Path, split: str, cache: bool):
+    check_split(split, _colour_splits(root), "camvid", root)
     names, colors, void = read_class_dict(root / "class_dict.csv")
     mapping = {c: i for i, c in enumerate(colors)}
     mapping.update({c: IGNORE for c in void})
@@ -106,11 +113,25 @@ def _load_colour(root: Path, split: str, cache: bool):
     return from_pairs(pairs, decode, cache=cache), info
 
 
-def load(data_dir=None, split: str = "train", cache: bool = True):
-    """Load CamVid from `data_dir` in whichever form it is laid out."""
+def _form(data_dir):
+    """(root, "colour" | "segnet") for `data_dir`, or a UserError naming the expected layouts."""
     root = require_dir(data_dir, "camvid", EXPECTED, HOMEPAGE)
     if (root / "class_dict.csv").is_file():
-        return _load_colour(root, split, cache)
+        return root, "colour"
     if any((root / f"{s}annot").is_dir() for s in ("train", "val", "test")):
-        return _load_segnet(root, split, cache)
+        return root, "segnet"
     raise UserError(f"camvid: {root} has neither layout; expected {EXPECTED} (download: {HOMEPAGE})")
+
+
+def splits(data_dir=None) -> list:
+    """The split names found in `data_dir`."""
+    root, form = _form(data_dir)
+    return sorted(_colour_splits(root) if form == "colour" else _segnet_splits(root))
+
+
+def load(data_dir=None, split: str = "train", cache: bool = True):
+    """Load CamVid from `data_dir` in whichever form it is laid out."""
+    root, form = _form(data_dir)
+    if form == "colour":
+        return _load_colour(root, split, cache)
+    return _load_segnet(root, split, cache)

@@ -152,12 +152,12 @@ def _pil_index_mask(path, modes):
         with Image.open(path) as im:
             if im.mode not in modes:
                 return (np.zeros((0, 0), np.int32),
-                        f"mask {path} is a {im.mode!r} image; expected single-channel class indices "
+                        f'mask "{path}" is a {im.mode!r} image; expected single-channel class indices '
                         f"(PIL mode {' or '.join(map(repr, modes))})")
             # For palette ('P') images these are the palette indices, not the colours.
             return np.asarray(im).astype(np.int32), ""
     except Exception as exc:  # PIL raises many types for bad files; we only report the reason
-        return np.zeros((0, 0), np.int32), f"cannot read mask {path}: {exc or type(exc).__name__}"
+        return np.zeros((0, 0), np.int32), f'cannot read mask "{path}": {exc or type(exc).__name__}'
 
 
 def read_index_mask(path, modes=("P", "L")) -> tf.Tensor:

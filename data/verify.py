@@ -1,0 +1,174 @@
+"""Check a dataset before training on it: image counts, class pixels, class weights, bad files.
+
+    python -m data.verify --dataset voc --data-dir ~/data/VOCdevkit [--split train] [--option aug=true]
+
+For every split found in the data dir (or the one given) this prints the number of images, the
+pixels of each class (count and percent of the labelled pixels; ignored pixels on their own line),
+median-frequency class weights (`losses.class_weights_from_counts`), and every file that cannot be
+read or does not fit the dataset, one line each: all files are read, not only up to the first
+problem. `--option KEY=VALUE` passes a loader option (true/false/none and integers are converted).
+
+Exit status: 0 when no problem was found, 1 when some file has a problem, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow logs anything
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data import DATASETS, load_dataset  # noqa: E402
+from data.common import AUTOTUNE, DatasetInfo, explain_data_error, mask_class_counts  # noqa: E402
+from errors import UserError  # noqa: E402
+from losses import class_weights_from_counts  # noqa: E402
+
+PROBED_SPLITS = ("train", "val", "test")  # for loaders without a `splits` function
+MAX_ERRORS_IN_A_ROW = 100  # a reader that keeps failing without moving on
+
+
+@dataclasses.dataclass
+class SplitReport:
+    info: DatasetInfo
+    images: int
+    counts: np.ndarray  # pixels per class
+    ignored: int  # pixels with a value outside the classes (255)
+    problems: list
+
+
+def parse_option(text: str):
+    """("key", value) from "key=value"; true/false/none and integers become Python values."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--option must be KEY=VALUE, got {text!r}")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    if lowered == "none":
+        return key, None
+    try:
+        return key, int(raw)
+    except ValueError:
+        return key, raw
+
+
+def loader_options(name: str, options: dict) -> dict:
+    """`options` checked against the loader's parameters, with caching off unless asked for."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    accepted = [p for p in inspect.signature(DATASETS[name]).parameters if p not in ("data_dir", "split")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
+    # One pass over the data: an in-memory cache would only cost memory.
+    return {"cache": False, **options} if "cache" in accepted else dict(options)
+
+
+def find_splits(name: str, data_dir, options: dict) -> list:
+    """The splits of dataset `name` present in `data_dir`."""
+    module = importlib.import_module(DATASETS[name].__module__)
+    splits = getattr(module, "splits", None)
+    if splits is not None:
+        wanted = inspect.signature(splits).parameters
+        return splits(data_dir, **{k: v for k, v in options.items() if k in wanted})
+    found, error = [], None
+    for split in PROBED_SPLITS:
+        try:
+            load_dataset(name, data_dir, split, **options)
+            found.append(split)
+        except UserError as exc:
+            error = exc
+    if not found:
+        raise error
+    return found
+
+
+def describe(error: tf.errors.OpError, info: DatasetInfo, index: int) -> str:
+    """One line for the error raised by example `index` of the dataset `info` describes."""
+    pair = info.files[index] if index < len(info.files) else None
+    one = dataclasses.replace(info, files=(pair,)) if pair else dataclasses.replace(info, files=())
+    message = explain_data_error(error, one)
+    if message is None:
+        text = str(getattr(error, "message", error)).strip()
+        message = (text.splitlines() or [type(error).__name__])[0]
+    if pair and not any(str(path) in message for path in pair):
+        message += f" (image {pair[0]}, mask {pair[1]})"
+    return message
+
+
+def scan_split(name: str, data_dir, split: str, options: dict) -> SplitReport:
+    """Read every example of one split, counting class pixels and collecting problems."""
+    ds, info = load_dataset(name, data_dir, split, **options)
+    num_classes = info.num_classes
+    counted = ds.map(lambda image, mask: (mask_class_counts(mask, num_classes), tf.size(mask, tf.int64)),
+                     num_parallel_calls=AUTOTUNE, deterministic=True)
+    counts, pixels, problems, images, in_a_row = np.zeros(num_classes, np.int64), 0, [], 0, 0
+    iterator = iter(counted)
+    while True:
+        try:
+            count, size = next(iterator)
+        except StopIteration:
+            break
+        except tf.errors.OpError as exc:  # the dataset goes on with the next example after a failed one
+            problems.append(describe(exc, info, images))
+            images, in_a_row = images + 1, in_a_row + 1
+            if in_a_row >= MAX_ERRORS_IN_A_ROW:
+                problems.append(f"stopped after {in_a_row} failing examples in a row")
+                break
+            continue
+        counts += count.numpy()
+        pixels += int(size)
+        images, in_a_row = images + 1, 0
+    return SplitReport(info, images, counts, pixels - int(counts.sum()), problems)
+
+
+def format_report(name: str, report: SplitReport) -> str:
+    counts, labelled = report.counts, int(report.counts.sum())
+    weights = class_weights_from_counts(counts) if labelled else [0.0] * len(counts)
+    width = max(len("class"), *(len(n) for n in report.info.class_names))
+    lines = [f"{name} {report.info.split}: {report.images} images",
+             f"  {'class':<{width}}  {'pixels':>12}  {'percent':>8}  {'weight':>7}"]
+    for class_name, count, weight in zip(report.info.class_names, counts, weights):
+        percent = 100.0 * count / labelled if labelled else 0.0
+        lines.append(f"  {class_name:<{width}}  {count:>12d}  {percent:>7.2f}%  {weight:>7.3f}")
+    lines.append(f"  {'(ignored)':<{width}}  {report.ignored:>12d}")
+    if report.problems:
+        lines.append(f"  {len(report.problems)} problem(s):")
+        lines += [f"  problem: {p}" for p in report.problems]
+    else:
+        lines.append("  no problems")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(DATASETS))}")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--split", default=None, help="check only this split (default: every split found)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a loader option, e.g. aug=true (voc) or remap=true (folder); repeatable")
+    args = parser.parse_args(argv)
+    try:
+        options = loader_options(args.dataset, dict(parse_option(o) for o in args.option))
+        splits = [args.split] if args.split else find_splits(args.dataset, args.data_dir, options)
+        found_problems = False
+        for split in splits:
+            report = scan_split(args.dataset, args.data_dir, split, options)
+            print(format_report(args.dataset, report), flush=True)
+            found_problems |= bool(report.problems)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if found_problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

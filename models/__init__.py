@@ -1,0 +1,75 @@
+"""Segmentation models: `build_model(name, num_classes, ...)` and the `MODELS` registry.
+
+Every model maps float32 images in [0, 1], (N, H, W, 3), H and W divisible by 32, to float32
+logits (N, H, W, num_classes) with no final activation. Each model does its encoder's input
+preprocessing itself. The Keras models save with `model.save("x.keras")` and reload with
+`keras.saving.load_model` alone; `unet_tf` is a raw-TensorFlow `tf.Module` (checkpoint it
+with `tf.train.Checkpoint`, export it with `models.unet_tf.export_savedmodel`).
+"""
+
+import inspect
+
+from errors import UserError
+from models.blocks import SKIPS
+from models.mobilenetv2_pix2pix import build_mobilenetv2_pix2pix
+from models.mobilenetv3_lraspp import build_mobilenetv3_lraspp
+from models.resnet34_unet import build_resnet34_unet
+from models.unet_tf import build_unet_tf
+from models.vgg16_unet import build_vgg16_unet
+
+MODELS = {
+    "mobilenetv2_pix2pix": build_mobilenetv2_pix2pix,
+    "mobilenetv3_lraspp": build_mobilenetv3_lraspp,
+    "resnet34_unet": build_resnet34_unet,
+    "vgg16_unet": build_vgg16_unet,
+    "unet_tf": build_unet_tf,
+}
+DEFAULT_MODEL = "mobilenetv2_pix2pix"
+_COMMON_ARGS = ("num_classes", "input_shape", "encoder_weights")
+
+
+def model_options(name):
+    """The model-specific keyword options of `MODELS[name]` and their defaults.
+
+    Example:
+        >>> model_options("mobilenetv2_pix2pix")
+        {'alpha': 1.0, 'encoder_trainable': True, 'dropout': False}
+    """
+    parameters = inspect.signature(MODELS[name]).parameters.values()
+    return {p.name: p.default for p in parameters if p.name not in _COMMON_ARGS}
+
+
+def build_model(name, num_classes, input_shape=(None, None, 3), encoder_weights=None, **options):
+    """Build the model registered as `name`.
+
+    Args:
+        name: a key of MODELS.
+        num_classes: number of output channels (logits).
+        input_shape: (H, W, 3); None sizes take any H, W divisible by 32.
+        encoder_weights: None / "none", "imagenet" or a weights file (see models/weights.py).
+        **options: the model's own options (`model_options(name)`), e.g. alpha=0.35.
+
+    Returns:
+        A keras.Model named `name` (a `UNetTF` tf.Module for "unet_tf").
+
+    Raises:
+        UserError: unknown name, unknown option or invalid value.
+
+    Example:
+        >>> model = build_model("mobilenetv2_pix2pix", 12, alpha=0.5)
+        >>> model(np.zeros((1, 64, 64, 3), "float32")).shape
+        TensorShape([1, 64, 64, 12])
+    """
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    accepted = model_options(name)
+    # Checked here rather than by catching TypeError, which could come from deeper down.
+    for option in options:
+        if option not in accepted:
+            raise UserError(
+                f"unknown option {option!r} for model {name!r}; accepted options: {sorted(accepted)}"
+            )
+    return MODELS[name](num_classes, input_shape=input_shape, encoder_weights=encoder_weights, **options)
+
+
+__all__ = ["DEFAULT_MODEL", "MODELS", "SKIPS", "build_model", "model_options"]

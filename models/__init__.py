@@ -9,6 +9,8 @@ with `tf.train.Checkpoint`, export it with `models.unet_tf.export_savedmodel`).
 
 import inspect
 
+import keras
+
 from errors import UserError
 from models.blocks import SKIPS
 from models.mobilenetv2_pix2pix import build_mobilenetv2_pix2pix
@@ -26,6 +28,10 @@ MODELS = {
 }
 DEFAULT_MODEL = "mobilenetv2_pix2pix"
 _COMMON_ARGS = ("num_classes", "input_shape", "encoder_weights")
+# keras.applications builds MobileNets with BatchNorm momentum 0.999, made for ImageNet-length
+# schedules. Trained from scratch for a few thousand steps, such moving statistics stay near their
+# initial values and validation (inference mode) collapses to one class; 0.99 tracks within ~300 steps.
+BN_MOMENTUM = 0.99
 
 
 def model_options(name):
@@ -69,7 +75,12 @@ def build_model(name, num_classes, input_shape=(None, None, 3), encoder_weights=
             raise UserError(
                 f"unknown option {option!r} for model {name!r}; accepted options: {sorted(accepted)}"
             )
-    return MODELS[name](num_classes, input_shape=input_shape, encoder_weights=encoder_weights, **options)
+    model = MODELS[name](num_classes, input_shape=input_shape, encoder_weights=encoder_weights, **options)
+    if isinstance(model, keras.Model):
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = BN_MOMENTUM
+    return model
 
 
 __all__ = ["DEFAULT_MODEL", "MODELS", "SKIPS", "build_model", "model_options"]

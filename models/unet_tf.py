@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from errors import UserError
 
-BN_MOMENTUM = 0.99
+BN_MOMENTUM = 0.9  # as the Keras models (models.BN_MOMENTUM): moving statistics must keep up in from-scratch runs
 BN_EPSILON = 1e-3
 
 
@@ -107,7 +107,7 @@ class UNetTF(tf.Module):
     Channels double from `base_filters` at each level: b, 2b, 4b, 8b, 16b (64 .. 1024 in the
     paper). Call it on float32 images in [0, 1], (N, H, W, 3) with H, W divisible by 16;
     returns float32 logits (N, H, W, num_classes). `training=True` uses batch statistics and
-    updates the moving mean/variance (momentum 0.99).
+    updates the moving mean/variance (momentum 0.9).
 
     Example:
         >>> model = UNetTF(num_classes=3, base_filters=8)

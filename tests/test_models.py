@@ -347,7 +347,7 @@ def test_batchnorm_momentum_suits_short_runs(tmp_path):
     """keras.applications' 0.999 is overridden, and the value survives a save/reload."""
     model = models.build_model("mobilenetv2_pix2pix", 3, alpha=0.35)
     bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and all(l.momentum == models.BN_MOMENTUM == 0.99 for l in bns)
+    assert bns and all(l.momentum == models.BN_MOMENTUM == 0.9 for l in bns)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
-    assert all(l.momentum == 0.99 for l in again._flatten_layers() if isinstance(l, keras.layers.BatchNormalization))
+    assert all(l.momentum == 0.9 for l in again._flatten_layers() if isinstance(l, keras.layers.BatchNormalization))

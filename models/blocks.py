@@ -176,3 +176,31 @@ def unet_decoder(features, skips, filters=(256, 128, 64, 32, 16), name="decoder"
         x = conv_bn_relu(x, stage_filters, name=f"{stage}a")
         x = conv_bn_relu(x, stage_filters, name=f"{stage}b")
     return x
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class BilinearUpsample(layers.Layer):
+    """Bilinear upsampling by an integer factor for inputs whose H, W are only known at run time.
+
+    keras' `UpSampling2D(interpolation="bilinear")` checks the target size with a Python `if`
+    (keras.ops.image.resize), which fails inside a traced function when H and W are symbolic, as
+    for validation batches of native-size images. (nearest-neighbour UpSampling2D is unaffected.)
+    """
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        import tensorflow as tf
+
+        shape = tf.shape(x)
+        out = tf.image.resize(x, (shape[1] * self.factor, shape[2] * self.factor), method="bilinear")
+        return tf.cast(out, self.compute_dtype)  # tf.image.resize returns float32
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, None if h is None else h * self.factor, None if w is None else w * self.factor, c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}

@@ -4,7 +4,7 @@ import keras
 from keras import layers
 
 from models.blocks import SKIPS, check_bool, check_choice, check_input_shape, check_num_classes
-from models.blocks import feature_extractor
+from models.blocks import BilinearUpsample, feature_extractor
 from models.weights import keras_application, load_encoder_weights, parse_encoder_weights
 
 VARIANTS = {"large": keras.applications.MobileNetV3Large, "small": keras.applications.MobileNetV3Small}
@@ -31,7 +31,7 @@ def lraspp_head(low, high, num_classes, filters=HEAD_FILTERS, name="lraspp"):
     b = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_b_pool")(high)  # (N, 1, 1, c)
     b = layers.Conv2D(filters, 1, use_bias=False, activation="sigmoid", name=f"{name}_b_conv")(b)
     x = layers.Multiply(name=f"{name}_gate")([a, b])  # broadcasts (N, h, w, f) * (N, 1, 1, f)
-    x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up2")(x)
+    x = BilinearUpsample(2, name=f"{name}_up2")(x)
     x = layers.Conv2D(num_classes, 1, name=f"{name}_high_classifier")(x)
     low = layers.Conv2D(num_classes, 1, name=f"{name}_low_classifier")(low)
     return layers.Add(name=f"{name}_add")([low, x])
@@ -93,7 +93,7 @@ def build_mobilenetv3_lraspp(
     x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_plus1")(inputs)  # MobileNet wants [-1, 1]
     low, high = encoder(x)  # (N, H/8, W/8, 40 | 24), (N, H/16, W/16, 112 | 48)
     x = lraspp_head(low, high, num_classes)  # (N, H/8, W/8, num_classes)
-    outputs = layers.UpSampling2D(8, interpolation="bilinear", dtype="float32", name="logits")(x)
+    outputs = BilinearUpsample(8, dtype="float32", name="logits")(x)
     model = keras.Model(inputs, outputs, name="mobilenetv3_lraspp")
 
     if weights not in (None, "imagenet"):

@@ -351,3 +351,19 @@ def test_batchnorm_momentum_suits_short_runs(tmp_path):
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     assert all(l.momentum == 0.9 for l in again._flatten_layers() if isinstance(l, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_traced_with_unknown_size(name, options):
+    """Inside a tf.function whose input has unknown H and W (as Keras traces validation on padded
+    batches of native-size images), every model runs and keeps the size, also under mixed_bfloat16."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(name, 3, **options)
+        run = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        for height, width in ((64, 96), (96, 64)):
+            logits = run(tf.zeros([1, height, width, 3]))
+            assert logits.shape == (1, height, width, 3) and logits.dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -48,7 +48,8 @@ def fit(config, run_dir, info, train_ds, val_ds, val_raw, steps, weights, histor
     if checkpoint is not None:
         state.read(str(checkpoint / "ckpt")).assert_consumed()
     schedule = learning_rate(config, steps)
-    step = make_train_step(model, loss_fn, optimizer)
+    terms = losses.term_metrics(loss_fn)  # each term of a composite loss, logged like Keras' fit does
+    step = make_train_step(model, loss_fn, optimizer, return_logits=bool(terms))
     forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -72,11 +73,18 @@ def fit(config, run_dir, info, train_ds, val_ds, val_raw, steps, weights, histor
         progress = keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2)
         recorder.epoch_begin()
         total = 0.0
+        for term in terms:
+            term.reset_state()
         lr = float(schedule(optimizer.iterations) if callable(schedule) else schedule)
         for batch in range(steps):
             images, masks = next(batches)
             lr = float(schedule(optimizer.iterations) if callable(schedule) else schedule)
-            value = float(step(images, masks, tf.constant(lr, tf.float32)))
+            value = step(images, masks, tf.constant(lr, tf.float32))
+            if terms:
+                value, logits = value
+                for term in terms:
+                    term.update_state(masks, logits)
+            value = float(value)
             if not recorder.batch_end(batch, value):
                 break
             total += value
@@ -84,13 +92,19 @@ def fit(config, run_dir, info, train_ds, val_ds, val_raw, steps, weights, histor
         if recorder.stop:
             recorder.epoch_end(epoch + 1, {"loss": float("nan")}, lr)
             break
+        logs = {"loss": total / steps, **{term.name: float(term.result()) for term in terms}}
         miou = metrics.ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, name="miou")
+        for term in terms:
+            term.reset_state()
         val_losses = []
         for images, masks in val_ds:
             logits = forward(images)
             miou.update_state(masks, logits)
             val_losses.append(float(loss_fn(masks, logits)))
-        logs = {"loss": total / steps, "val_loss": float(np.mean(val_losses)), "val_miou": float(miou.result())}
+            for term in terms:
+                term.update_state(masks, logits)
+        logs.update({"val_loss": float(np.mean(val_losses)), "val_miou": float(miou.result()),
+                     **{f"val_{term.name}": float(term.result()) for term in terms}})
         print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         recorder.epoch_end(epoch + 1, logs, lr)
         with board.as_default(step=epoch + 1):

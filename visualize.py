@@ -96,17 +96,15 @@ def save_image(array, path) -> None:
 
 def plot_curves(history: list, path) -> None:
     """Loss and mIoU against epoch from history rows (dicts as in history.csv)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: leaves a notebook's backend alone
 
     epochs = [int(r["epoch"]) for r in history]
 
     def column(key):
         return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in history]
 
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_iou = fig.subplots(1, 2)
     ax_loss.plot(epochs, column("loss"), "o-", label="train")
     ax_loss.plot(epochs, column("val_loss"), "o-", label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -118,20 +116,17 @@ def plot_curves(history: list, path) -> None:
     ax_iou.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_confusion(cm, class_names, path) -> None:
     """Row-normalised confusion matrix (rows: true class) as a heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cm = np.asarray(cm, np.float64)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n))
+    fig = Figure(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
@@ -143,4 +138,3 @@ def plot_confusion(cm, class_names, path) -> None:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -226,10 +226,11 @@ class AdamTF(tf.Module):
             var.assign_sub(lr_t * m / (tf.sqrt(v) + self.epsilon))
 
 
-def make_train_step(model, loss_fn, optimizer):
+def make_train_step(model, loss_fn, optimizer, return_logits=False):
     """A `tf.function` (images, masks, lr) -> loss doing one optimiser step on `model`.
 
-    `loss_fn(masks, logits)` returns a scalar. Gradients are taken over
+    `loss_fn(masks, logits)` returns a scalar; with `return_logits` the step returns
+    (loss, logits), e.g. to log each term of a composite loss. Gradients are taken over
     `model.trainable_variables` (the moving statistics are not trainable). One trace serves
     every batch and image size.
 
@@ -251,7 +252,7 @@ def make_train_step(model, loss_fn, optimizer):
             loss = loss_fn(masks, logits)
         variables = model.trainable_variables
         optimizer.apply(tape.gradient(loss, variables), variables, lr)
-        return loss
+        return (loss, logits) if return_logits else loss
 
     return train_step
 

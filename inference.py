@@ -6,9 +6,12 @@
 
 Whatever the format, images are padded on the bottom/right to a multiple of 32 (the
 models' contract), and the logits are cropped back, so every pixel of the input gets a
-prediction at its own resolution. Class names and colours come from the run's
-config.json, or from a `<model>.json` file beside a model file (as for the shipped
-models); without either they are numbered.
+prediction at its own resolution. A TFLite file has a fixed input size: images are
+resized to it and the logits back, unless the image padded to a multiple of 32 has exactly
+that size (then it is padded as above). Class names and colours come from the run's
+config.json, from a `<model>.json` file beside a model file (as for the shipped models and
+export.py's TFLite files) or from `segkit.json` inside an exported SavedModel folder;
+without any they are numbered.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ class Predictor:
         """
         h, w = image.shape[:2]
         size = input_size or self.fixed_size
+        if input_size is None and size is not None and pad_image(image).shape[:2] == tuple(size):
+            # The file was exported at this image's padded size: pad and crop as for the other formats.
+            return np.asarray(self.batch_fn(pad_image(image)[None])[0][:h, :w], np.float32)
         if size is not None:
             resized = tf.image.resize(image, size, method="bilinear").numpy()
             logits = self.batch_fn(resized[None])[0]
@@ -129,8 +135,18 @@ class Predictor:
 
 
 def _read_info(path: Path) -> dict | None:
-    """Class names/colours from the run's config.json or a sidecar `<model>.json`."""
-    candidates = [path / "config.json"] if path.is_dir() else [path.with_suffix(".json"), path.parent / "config.json"]
+    """Class names/colours from the run's config.json or the sidecar export.py writes.
+
+    A run folder: its config.json. A SavedModel folder: its segkit.json (export.py), else the
+    config.json of the run folder holding it (unet_tf's RUN/saved_model). A model file X.ext:
+    X.json beside it, else the config.json of the folder holding it.
+    """
+    if path.is_dir():
+        candidates = [path / "config.json", path / "segkit.json"]
+        if (path / "saved_model.pb").is_file():
+            candidates.append(path.parent / "config.json")
+    else:
+        candidates = [path.with_suffix(".json"), path.parent / "config.json"]
     for candidate in candidates:
         if candidate.is_file():
             values = json.loads(candidate.read_text())

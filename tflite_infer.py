@@ -1,30 +1,120 @@
-"""Running a .tflite file as a batch function, float or quantized input alike."""
+"""Running a .tflite file as a batch function, float or quantized input alike.
+
+Which interpreter, and which kernels. Two runtimes run a .tflite file from Python here:
+TensorFlow's bundled `tf.lite.Interpreter` (deprecated, still in TF 2.21) and LiteRT's
+`ai_edge_litert.interpreter.Interpreter` (ai-edge-litert 2.3.0). Measured on this machine
+(AMD EPYC Zen 4 with AVX-512, 2 cores shared with other jobs), all configurations in one
+process invoked in turn so the machine's load hits them equally, MobileNetV2-pix2pix
+(11 classes) exported by export.py at 192x256, 1 thread, median ms per frame:
+
+                               float32   fp16 weights   int8
+    tf.lite + XNNPACK             86          87          20.6
+    tf.lite, built-in kernels     54.5        60          42.6
+    LiteRT + XNNPACK              87          86          20.2
+    LiteRT, built-in kernels     121         126          44.6
+
+- Both apply the XNNPACK delegate by default (one DELEGATE node covers the whole graph of a
+  fixed-size export) and both honour `num_threads` (one more OS thread per extra thread).
+  With XNNPACK they run the same code: same time, bit-identical outputs.
+- Every op XNNPACK does not take runs on TFLite's built-in kernels, and there the wheels
+  differ: TensorFlow's are compiled for 256-bit AVX, ai-edge-litert 2.3.0's for 128-bit SSE.
+  In the tflite::, Eigen:: and ruy:: functions of their libraries (`objdump -d`, XNNPACK left
+  out) the float multiply/add instructions work on ymm registers 2,707 times and on xmm 925
+  times in TensorFlow's, 82 and 2,797 times in ai-edge-litert's. The same float model on
+  built-in kernels takes 2.2x longer under LiteRT (121 vs 54.5 ms).
+- That fits the earlier measurement (tf.lite 28 frames/s, LiteRT 13, 1 or 2 threads alike)
+  if the file had a dynamic input shape ((None, None, 3), resized at run time, which this
+  module supports): the delegate is applied when the interpreter is built, while the shapes
+  are still unknown, so XNNPACK took 5 of 116 nodes of such an export and nearly everything
+  ran on built-in kernels. Reproduced here at 224x224: 8.2 against 4.1 frames/s (66 against
+  119 ms of CPU per frame). export.py writes fixed-size files: XNNPACK takes the whole graph.
+- On this CPU TensorFlow's built-in float kernels even beat XNNPACK (54.5 vs 86 ms), while
+  for int8 XNNPACK is twice as fast (20.6 vs 42.6 ms).
+
+So the default is `tf.lite.Interpreter`, with XNNPACK for quantized (int8/uint8) models and
+the built-in kernels for float ones. Choose otherwise with the environment variables
+SEGKIT_TFLITE_RUNTIME=tf|litert and SEGKIT_TFLITE_XNNPACK=auto|on|off (or the arguments of
+`make_interpreter`); `python -m bench.latency` measures the choices on your machine.
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from errors import UserError
 
+RUNTIMES = ("tf", "litert")
+XNNPACK = ("auto", "on", "off")
 
-def make_interpreter(path: Path, num_threads: int | None = None):
-    """TensorFlow's bundled TFLite interpreter (see README: it ran faster here than ai-edge-litert)."""
+
+def _choice(value, env: str, allowed, default: str) -> str:
+    value = value or os.environ.get(env) or default
+    if value not in allowed:
+        raise UserError(f"{env} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _interpreter_class(runtime: str):
+    """(Interpreter class, OpResolverType enum) of the runtime."""
+    if runtime == "litert":
+        from ai_edge_litert import interpreter as litert
+
+        return litert.Interpreter, litert.OpResolverType
     import tensorflow as tf
 
-    try:
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-    except ValueError as exc:
-        raise UserError(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from None
+    if not hasattr(tf.lite, "Interpreter"):  # announced for deletion; LiteRT then
+        return _interpreter_class("litert")
+    return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+
+
+def is_quantized(interpreter) -> bool:
+    """True if the model holds 8-bit integer tensors (an int8 export)."""
+    return any(d["dtype"] in (np.int8, np.uint8) for d in interpreter.get_tensor_details())
+
+
+def make_interpreter(path: Path, num_threads: int | None = None, runtime: str | None = None,
+                     xnnpack: str | None = None):
+    """An allocated interpreter for `path`.
+
+    runtime: "tf" (tf.lite.Interpreter, default) or "litert" (ai_edge_litert); default from
+        SEGKIT_TFLITE_RUNTIME.
+    xnnpack: "auto" (default: XNNPACK for quantized models, built-in kernels for float ones),
+        "on" or "off"; default from SEGKIT_TFLITE_XNNPACK. See the module docstring for why.
+    """
+    runtime = _choice(runtime, "SEGKIT_TFLITE_RUNTIME", RUNTIMES, "tf")
+    xnnpack = _choice(xnnpack, "SEGKIT_TFLITE_XNNPACK", XNNPACK, "auto")
+    interpreter_class, resolvers = _interpreter_class(runtime)
+
+    def build(use_xnnpack: bool):
+        resolver = resolvers.AUTO if use_xnnpack else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, once per file
+            warnings.simplefilter("ignore")
+            try:
+                return interpreter_class(model_path=str(path), num_threads=num_threads,
+                                         experimental_op_resolver_type=resolver)
+            except ValueError as exc:
+                raise UserError(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from None
+
+    interpreter = build(xnnpack == "on")
+    if xnnpack == "auto" and is_quantized(interpreter):
+        interpreter = build(True)
     interpreter.allocate_tensors()
     return interpreter
 
 
-def tflite_batch_fn(path: Path, num_threads: int | None = None):
+def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | None = None,
+                    xnnpack: str | None = None):
     """(fn, fixed_size): fn maps float32 (N, H, W, 3) in [0, 1] to float32 logits; fixed_size is
-    the (H, W) the file was exported with, or None when its input shape is dynamic."""
-    interpreter = make_interpreter(path, num_threads)
+    the (H, W) the file was exported with, or None when its input shape is dynamic.
+
+    A quantized input takes round(x / scale + zero_point): for export.py's int8 files
+    (scale 1/255, zero point 0) that is the image's 8-bit pixel values. Quantized outputs are
+    dequantized, (q - zero_point) * scale."""
+    interpreter = make_interpreter(path, num_threads, runtime, xnnpack)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     shape = inp["shape_signature"] if len(inp.get("shape_signature", [])) else inp["shape"]
@@ -40,10 +130,8 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None):
                 interpreter.allocate_tensors()
             if inp["dtype"] in (np.uint8, np.int8):
                 scale, zero = inp["quantization"]
-                if inp["dtype"] == np.uint8 and scale > 0:
-                    x = np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
-                else:
-                    x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+                low, high = (0, 255) if inp["dtype"] == np.uint8 else (-128, 127)
+                x = np.clip(np.round(x / scale + zero), low, high)
             interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
             interpreter.invoke()
             y = interpreter.get_tensor(out["index"])
@@ -53,4 +141,5 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None):
             results.append(y[0].astype(np.float32))
         return np.stack(results)
 
+    run.interpreter = interpreter
     return run, fixed

@@ -69,22 +69,23 @@ import data
 import inference
 from errors import UserError
 
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZE = ("none", "fp16", "int8")
 # (max |logit difference| per unit of max(1, max |logit|), or None for no limit; minimum mask agreement).
-TOLERANCES = {"savedmodel": (1e-3, 0.999), "none": (1e-3, 0.999), "fp16": (0.02, 0.99), "int8": (0.25, 0.90)}
+TOLERANCES = {"keras": (1e-3, 0.999), "savedmodel": (1e-3, 0.999), "none": (1e-3, 0.999), "fp16": (0.02, 0.99), "int8": (0.25, 0.90)}
 SIDECAR = "segkit.json"  # inside a SavedModel folder; a TFLite file's sidecar is <name>.json
 
 
 def parse_args(argv):
-    names = {"savedmodel": "savedmodel", "none": "tflite float32", "fp16": "tflite fp16", "int8": "tflite int8"}
+    names = {"keras": "keras", "savedmodel": "savedmodel", "none": "tflite float32", "fp16": "tflite fp16", "int8": "tflite int8"}
     tolerances = "; ".join(f"{names[k]}: max |dlogit| <= {d} L, mask agreement >= {a}"
                            for k, (d, a) in TOLERANCES.items())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=f"The export fails beyond these tolerances, L = max(1, max |logit|): "
                                             f"{tolerances}. See the module docstring.")
     parser.add_argument("--model", required=True, help="run folder, .keras file, or unet_tf saved_model/ folder")
-    parser.add_argument("--format", required=True, help="savedmodel | tflite")
+    parser.add_argument("--format", required=True,
+                        help="savedmodel | tflite | keras (a float32 .keras without optimizer state, for shipping)")
     parser.add_argument("--quantize", default="none", help="tflite only: none | fp16 | int8 (default none)")
     parser.add_argument("--out", required=True, help="output: a folder for savedmodel, a .tflite file for tflite")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
@@ -112,6 +113,7 @@ class Source:
     trackable: object  # owns the variables: the Keras model's tf.Variables or the loaded SavedModel
     info: dict | None  # class_names, colors, config (None: unknown)
     note: str = ""  # said once when exporting, e.g. a precision change
+    model: object = None  # the float32 Keras model, for --format keras
 
 
 def _float32_config(obj, replaced: set):
@@ -186,7 +188,8 @@ def load_source(path) -> Source:
     exported = float32_model(model)
     note = "" if exported is model else \
         f"{model_path} computes in {', '.join(exported.replaced_policies)}; exported in float32"
-    return Source("keras", model_path, lambda x: exported(x, training=False), keras_variables(exported), info, note)
+    return Source("keras", model_path, lambda x: exported(x, training=False), keras_variables(exported), info, note,
+                  model=exported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +395,11 @@ def check_args(args):
             raise UserError("--image-size applies to --format tflite only (the SavedModel takes any size)")
         if out.exists() and not (out / "saved_model.pb").is_file():
             raise UserError(f"--out {str(out)!r} exists and is not a SavedModel; choose a new folder")
+    elif args.format == "keras":
+        if args.quantize != "none" or args.image_size:
+            raise UserError("--quantize and --image-size apply to --format tflite only")
+        if out.suffix != ".keras":
+            raise UserError(f"--out must be a .keras file for --format keras, got {str(out)!r}")
     else:
         if out.suffix != ".tflite":
             raise UserError(f"--out must be a .tflite file for --format tflite, got {str(out)!r}")
@@ -426,13 +434,15 @@ def main(argv=None) -> int:
     if out.resolve() == source.path.resolve():
         raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
     sidecar = out.with_suffix(".json")
-    if args.format == "tflite" and sidecar.is_file() and not _written_by_export(sidecar):
+    if args.format == "keras" and source.model is None:
+        raise UserError(f"--format keras needs a Keras model; {source.path} is a {source.kind}")
+    if args.format != "savedmodel" and sidecar.is_file() and not _written_by_export(sidecar):
         raise UserError(f"--out {str(out)!r} would overwrite {sidecar}, which export.py did not write; "
                         "choose another name")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(".tmp-" + out.name)
     tmp_sidecar = tmp.with_suffix(".json")
-    kind = "savedmodel" if args.format == "savedmodel" else args.quantize
+    kind = args.format if args.format in ("savedmodel", "keras") else args.quantize
     max_diff, min_agreement = TOLERANCES[kind]
     try:
         _remove(tmp)
@@ -446,6 +456,8 @@ def main(argv=None) -> int:
                 raise UserError(f"{val_info.name}/{val_info.split} has no images to check the export on")
             if args.format == "savedmodel":
                 write_savedmodel(source, tmp)
+            elif args.format == "keras":
+                source.model.save(tmp)  # float32 and uncompiled: no optimizer state
             else:
                 calibration = None
                 if args.quantize == "int8":

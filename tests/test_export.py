@@ -197,3 +197,23 @@ def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keras_format_for_shipping(run, tmp_path, capsys):
+    """--format keras: a float32 .keras without optimizer state, its classes beside it, same numbers."""
+    import keras
+
+    out = tmp_path / "ship" / "model.keras"
+    assert export.main(["--model", str(run), "--format", "keras", "--out", str(out)]) == 0
+    shipped = keras.saving.load_model(out)  # plain load: no custom_objects
+    assert getattr(shipped, "optimizer", None) is None and not shipped.compiled
+    assert out.stat().st_size < 0.5 * next((run / "checkpoints").glob("epoch_*.keras")).stat().st_size
+    assert json.loads(out.with_suffix(".json").read_text())["dataset_info"]["class_names"][0] == "Sky"
+    assert miou(out, capsys) == pytest.approx(miou(run, capsys), abs=1e-6)
+    for args, message in ((["--quantize", "int8"], "apply to --format tflite only"),
+                          (["--out", str(tmp_path / "x.tflite")], "must be a .keras file")):
+        argv = ["--model", str(run), "--format", "keras", "--out", str(out), *args]
+        if "--out" in args:
+            argv = ["--model", str(run), "--format", "keras", *args]
+        with pytest.raises(UserError, match=message):
+            export.main(argv)

@@ -224,4 +224,8 @@ def load_predictor(path, num_threads: int | None = None) -> Predictor:
     if info is None:
         probe = fn(np.zeros((1, *(fixed or (MULTIPLE, MULTIPLE)), 3), np.float32))
         info = default_info(max(2, probe.shape[-1]))
+    if fixed is None and (info.get("config") or {}).get("val_image_size"):
+        # A run validated at a fixed size (--val-image-size) was selected at that size: predict at it too
+        # (images resized to it, logits resized back); --image-size in evaluate/predict overrides it.
+        fixed = tuple(info["config"]["val_image_size"])
     return Predictor(fn, info, kind, model_path, fixed_size=fixed)

@@ -13,6 +13,11 @@ first, then the checkpoint for N is written under a temporary name and renamed, 
 older checkpoints are deleted. A resumed run starts from the newest complete
 checkpoint N and drops history rows after N, so a run killed at any moment loses at most
 the epoch in progress and never lists an epoch twice.
+
+Several workers (tf.distribute.MultiWorkerMirroredStrategy): only the chief (`writer=True`)
+writes the folder. The others make the same saves into a temporary folder deleted at once
+(TensorFlow's multi-worker guide: saving may run collective ops, so every worker saves), and
+read history.csv on resume, so that all agree on the best epoch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import csv
 import io
 import math
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +77,7 @@ class RunRecorder:
     """Per-epoch bookkeeping shared by the Keras fit loop and the raw-TF loop.
 
     save_checkpoint(path): write resumable state to `path` (a new name; the recorder renames it).
-    save_best(run_dir): write the best model into the run folder.
+    save_best(folder): write the best model into `folder` (the run folder; a temporary one when not the writer).
     predict(images) -> logits: for the sample pictures.
     """
 
@@ -138,7 +144,11 @@ class RunRecorder:
             write_history(self.run_dir, self.history)
             self.draw(epoch)
         if improved:
-            self.save_best_fn(self.run_dir if self.writer else None)
+            if self.writer:
+                self.save_best_fn(self.run_dir)
+            else:
+                with tempfile.TemporaryDirectory() as scratch:
+                    self.save_best_fn(Path(scratch))
         self.checkpoint(epoch)
         if self.patience and epoch - self.best_epoch >= self.patience:
             print(f"early stopping: val mIoU has not improved for {self.patience} epochs "
@@ -148,11 +158,9 @@ class RunRecorder:
     def checkpoint(self, epoch: int) -> None:
         folder = self.run_dir / "checkpoints"
         if not self.writer:
-            import tempfile
-
-            tmp = Path(tempfile.mkdtemp()) / f"epoch_{epoch:03d}{self.suffix}"
-            self.save_checkpoint_fn(tmp)  # every worker takes part in the save; only the chief keeps it
-            shutil.rmtree(tmp.parent, ignore_errors=True)
+            # Every worker takes part in the save; only the chief keeps it.
+            with tempfile.TemporaryDirectory() as scratch:
+                self.save_checkpoint_fn(Path(scratch) / f"epoch_{epoch:03d}{self.suffix}")
             return
         folder.mkdir(exist_ok=True)
         final = folder / f"epoch_{epoch:03d}{self.suffix}"
@@ -181,8 +189,9 @@ class RunRecorder:
         return f"stopping: the loss became {value} at epoch {epoch}, batch {batch}{kept} (try a lower --lr)"
 
 
-def trim_history(run_dir: Path, last_epoch: int) -> list:
-    """History rows up to `last_epoch` (the checkpoint a resumed run starts from)."""
+def trim_history(run_dir: Path, last_epoch: int, write: bool = True) -> list:
+    """History rows up to `last_epoch` (the checkpoint a resumed run starts from); `write` saves them back."""
     rows = [r for r in read_history(run_dir) if int(r["epoch"]) <= last_epoch]
-    write_history(run_dir, rows)
+    if write:
+        write_history(run_dir, rows)
     return rows

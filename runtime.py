@@ -1,4 +1,21 @@
-"""Choosing numeric precision and the tf.distribute strategy for the hardware at hand."""
+"""Choosing numeric precision and the tf.distribute strategy for the hardware at hand.
+
+Precision (`--precision`): "auto" resolves to a Keras dtype policy from what the machine has:
+
+    GPU with compute capability >= 7.0 (float16 tensor cores)   mixed_float16
+    CPU with AVX512-BF16 or AMX-BF16 (no usable GPU)            mixed_bfloat16, except FLOAT32_ON_CPU
+    anything else                                                float32
+
+and float32 for unet_tf everywhere (a tf.Module: Keras' dtype policy does not reach it).
+
+Under a mixed policy the layers compute in 16 bits and keep float32 weights; every model's last
+layer has dtype float32, so the logits, the losses and the metrics stay float32.
+
+Strategy (`--strategy`): "auto" is multiworker when TF_CONFIG is set, mirrored with several local
+GPUs, else none. `--batch-size` is per replica; the global batch is batch_size * replicas.
+The strategy must be made before TensorFlow runs any op (MultiWorkerMirroredStrategy configures
+the collective ops at start-up), so train.py makes it first.
+"""
 
 from __future__ import annotations
 
@@ -11,52 +28,143 @@ import tensorflow as tf
 
 from errors import UserError
 
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+MIN_FLOAT16_CAPABILITY = (7, 0)  # Volta: the first GPUs with float16 tensor cores
+# Models that train slower in mixed_bfloat16 than in float32 on an AVX512-BF16 CPU (bench/train_speed.py,
+# 224x224, batch 8): mobilenetv3_lraspp at 0.5-0.8x float32's speed. Its depthwise convs, hard-swish and
+# squeeze-excite blocks are memory-bound; the casts to and from bfloat16 cost more than the bf16 maths saves.
+FLOAT32_ON_CPU = ("mobilenetv3_lraspp",)
+POLICY_IGNORED = ("unet_tf",)
 
-def cpu_has_bf16() -> bool:
-    """True if the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True if the CPU flags in `cpuinfo` include native bfloat16 arithmetic (avx512_bf16 or amx_bf16)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy for --precision: auto picks mixed bfloat16 on bf16 CPUs, mixed float16 on GPUs."""
+def gpus_with_float16() -> list:
+    """The local GPUs fast at float16 (compute capability >= 7.0; unknown capability counts as fast)."""
+    fast = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability is None or tuple(capability) >= MIN_FLOAT16_CAPABILITY:
+            fast.append(gpu)
+    return fast
+
+
+def resolve_precision(precision: str, model: str | None = None) -> str:
+    """The Keras dtype policy for --precision and --model (see the module docstring for what auto picks)."""
     if precision == "auto":
-        if tf.config.list_physical_devices("GPU"):
+        if model in POLICY_IGNORED:
+            return "float32"
+        if gpus_with_float16():
             return "mixed_float16"
-        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    return {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+        if tf.config.list_physical_devices("GPU"):
+            return "float32"  # an older GPU: float16 without tensor cores is no faster
+        return "mixed_bfloat16" if cpu_has_bf16() and model not in FLOAT32_ON_CPU else "float32"
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    return PRECISIONS[precision]
 
 
-def set_precision(precision: str) -> str:
-    policy = resolve_precision(precision)
+def set_precision(precision: str, model: str | None = None) -> str:
+    """Set Keras' global dtype policy for --precision and --model; returns the policy name."""
+    policy = resolve_precision(precision, model)
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
 
-def make_strategy(name: str):
-    """The tf.distribute strategy for --strategy (auto: mirrored over several GPUs, else none)."""
-    gpus = tf.config.list_physical_devices("GPU")
+def strategy_name(name: str) -> str:
+    """What --strategy `name` means here: auto becomes multiworker (TF_CONFIG set), mirrored (2+ GPUs) or none."""
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
     if name == "auto":
-        name = "multiworker" if os.environ.get("TF_CONFIG") else ("mirrored" if len(gpus) > 1 else "none")
+        if os.environ.get("TF_CONFIG"):
+            return "multiworker"
+        return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none"
+    return name
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy for --strategy. Call it before any other TensorFlow op."""
+    name = strategy_name(name)
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if not os.environ.get("TF_CONFIG"):
-            raise UserError("--strategy multiworker needs the cluster in the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UserError(f"unknown strategy {name!r}; choose from auto, none, mirrored, multiworker")
+        return tf.distribute.MirroredStrategy()  # every local GPU (the CPU when there is none)
+    worker_info()  # a readable error for a malformed TF_CONFIG before TensorFlow parses it
+    if not os.environ.get("TF_CONFIG"):
+        raise UserError("--strategy multiworker needs the cluster in the TF_CONFIG environment variable, e.g. "
+                        'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                        '"task": {"type": "worker", "index": 0}}\'')
+    return MultiWorkerMirroredStrategy()
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute.MultiWorkerMirroredStrategy with the two fixes Keras 3's model.fit needs (3.15 at least).
+
+    Without them fit fails on several workers (keras-team/keras#20585, tensorflow/tensorflow#72388):
+    - Before the first step of fit and of each validation, Keras passes one whole (images, masks) batch to
+      `reduce`, only to learn its shapes and dtypes. The stock strategy takes one value, not a tuple
+      ("Attempt to convert a value (PerReplica ...)"), and averaging images over the workers would fail
+      anyway where their batches differ in shape (validation shares of different sizes, images padded to
+      their own size). A nested structure therefore gets this worker's own values back.
+    - Keras averages each step's scalar loss and metrics with axis=0, which fails on a scalar ("Invalid
+      reduction dimension 0 for input with 0 dimensions"); for a scalar, axis=None (the mean over the
+      replicas) is what is meant.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        if tf.nest.is_nested(value):
+            return tf.nest.map_structure(lambda v: self.experimental_local_results(v)[0], value)
+        first = self.experimental_local_results(value)[0]
+        scalar = getattr(getattr(first, "shape", None), "rank", 0) == 0
+        return super().reduce(reduce_op, value, None if scalar else axis)
+
+
+def wait_for_workers(strategy) -> None:
+    """Return once every worker got here (a no-op on one worker).
+
+    The chief hosts the cluster's coordination service: if it exits while another worker is still finishing
+    model.fit, that worker stalls until its heartbeat to the service times out and logs an error.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce("SUM", tf.constant(1.0), axis=None)
 
 
 def worker_info() -> dict:
-    """{'num_workers', 'task_type', 'task_index', 'is_chief'} from TF_CONFIG (one local worker without it)."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    """This process's place in the TF_CONFIG cluster (one local worker without TF_CONFIG):
+
+        num_workers  chief + workers in the cluster
+        task_type, task_index  as in TF_CONFIG
+        rank         0 for the chief, then the workers in order (0..num_workers-1; which data shard to read)
+        is_chief     the task of type "chief", or worker 0 when the cluster has no chief; only it writes files
+    """
+    text = os.environ.get("TF_CONFIG", "") or "{}"
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"TF_CONFIG is not valid JSON ({exc}): {text!r}") from None
     cluster, task = config.get("cluster", {}), config.get("task", {})
-    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
     task_type, index = task.get("type", "worker"), int(task.get("index", 0))
-    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
-    return {"num_workers": max(1, workers), "task_type": task_type, "task_index": index, "is_chief": is_chief}
+    if config and task_type not in ("chief", "worker"):
+        raise UserError(f"TF_CONFIG task type must be 'chief' or 'worker' for training, got {task_type!r}")
+    members = {"chief": chiefs, "worker": workers}[task_type]
+    if config and not 0 <= index < len(members):
+        raise UserError(f"TF_CONFIG task index {index} is out of range: the cluster lists {len(members)} "
+                        f"{task_type}(s)")
+    rank = index if task_type == "chief" else len(chiefs) + index
+    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and not chiefs)
+    return {"num_workers": max(1, len(chiefs) + len(workers)), "task_type": task_type, "task_index": index,
+            "rank": rank, "is_chief": is_chief}

@@ -34,6 +34,7 @@ import models
 import run_folder
 import runtime
 from config import TrainConfig, add_config_flags, config_from_args, library_versions, write_json_atomic
+from data.common import shard_files
 from data.pipeline import pad_to_multiple, prepare
 from errors import UserError
 
@@ -67,7 +68,8 @@ def setup_run(args):
     config = config_from_args(args)
     if config.run_dir:
         run_dir = Path(config.run_dir)
-        if (run_dir / "config.json").exists():
+        # Only the chief writes the folder; in a multi-worker run the others may find its config.json already.
+        if (run_dir / "config.json").exists() and runtime.worker_info()["is_chief"]:
             raise UserError(f"--run-dir {str(run_dir)!r} already holds a run; use --resume to continue it "
                             "or choose a new folder")
     else:
@@ -109,6 +111,54 @@ def current_lr(optimizer) -> float:
     return float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
 
+def worker_share(config, workers, split, raw, min_examples=1):
+    """(dataset, sharding): the part of `split` this worker reads, and how the split is shared between workers.
+
+    "files": a loader with a file list is made again inside `shard_files`, so each worker decodes only its own
+    files (tf.data's auto-sharding is then turned off). "data": generated or tfds data, or a share smaller than
+    `min_examples`; every worker makes all of it and keeps its part (tf.data's DATA auto-shard). "none": one
+    worker. Each worker's training batches hold the global batch (tf.distribute splits them between the
+    replicas), so a training share needs at least that many examples.
+    """
+    if workers["num_workers"] == 1:
+        return raw, "none"
+    with shard_files(workers["num_workers"], workers["rank"]) as sharded:
+        part, _ = data.load_dataset(config.dataset, config.data_dir, split)
+    if sharded and int(part.cardinality()) >= min_examples:
+        return part, "files"
+    return raw, "data"
+
+
+def with_shard_policy(ds, sharding):
+    """`ds` with the tf.data auto-shard policy for `worker_share`'s answer."""
+    if sharding == "none":
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if sharding == "files" else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)
+
+
+def build_and_compile(config, info, steps, weights):
+    """The model, loss, metrics and optimizer of `config`, compiled; call it inside the strategy's scope.
+
+    bench/train_speed.py times the model this returns, so a change here shows in its figures.
+    """
+    # model
+    model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
+                               encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
+                               **config.model_options())
+    # loss and metrics
+    loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
+                           **config.loss_params())
+    miou = metrics.ConfusionMatrix(info.num_classes, ignore_index=data.IGNORE, name="miou")
+    optimizer = keras.optimizers.AdamW(learning_rate(config, steps), weight_decay=config.weight_decay)
+    # compile
+    model.compile(optimizer=optimizer, loss=loss, metrics=[miou, *losses.term_metrics(loss)],
+                  jit_compile=config.jit_compile)
+    return model
+
+
 def sample_batch(val_raw, count):
     """`count` validation examples spread evenly over the split, padded to a common multiple of 32
     (the same ones every epoch, so the pictures show progress)."""
@@ -146,17 +196,22 @@ class KerasRecorderCallback(keras.callbacks.Callback):
 
 
 def save_keras_atomic(model, path: Path):
+    """Save the model without optimizer state (a third of the size; Keras 3 always includes it
+    for a compiled model), under a temporary name, then rename."""
     tmp = path.with_name(".tmp-" + path.name)
-    model.save(tmp)
+    clone = model.__class__.from_config(model.get_config())  # not clone_model: that compiles the copy
+    clone.set_weights(model.get_weights())
+    clone.save(tmp)
     tmp.replace(path)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     config, run_dir, resume_epoch, checkpoint = setup_run(args)
-    policy = runtime.set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
+    # First: MultiWorkerMirroredStrategy must be made before TensorFlow runs any op.
     strategy = runtime.make_strategy(config.strategy)
+    policy = runtime.set_precision(config.precision, config.model)
+    keras.utils.set_random_seed(config.seed)
 
     # dataset
     train_raw, info = data.load_dataset(config.dataset, config.data_dir, config.train_split)
@@ -168,19 +223,21 @@ def main(argv=None) -> int:
 def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, info, strategy, policy) -> int:
     workers = runtime.worker_info()
     replicas = strategy.num_replicas_in_sync
+    if config.model == "unet_tf" and (replicas > 1 or workers["num_workers"] > 1):
+        raise UserError(f"unet_tf trains in its own loop without tf.distribute; use --strategy none "
+                        f"(got {replicas} replicas on {workers['num_workers']} workers)")
     global_batch = config.batch_size * replicas
     num_train = int(train_raw.cardinality())
     if num_train < 0:
         num_train = sum(1 for _ in train_raw)
     steps = config.steps_per_epoch or max(1, num_train // global_batch)
-    train_ds = prepare(train_raw, training=True, batch_size=global_batch, image_size=config.image_size,
+    train_part, sharding = worker_share(config, workers, config.train_split, train_raw, min_examples=global_batch)
+    val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
+    train_ds = prepare(train_part, training=True, batch_size=global_batch, image_size=config.image_size,
                        seed=config.seed, scale_range=(config.scale_min, config.scale_max)).repeat()
-    val_ds = prepare(val_raw, training=False, batch_size=global_batch, image_size=config.val_image_size)
-    if workers["num_workers"] > 1:  # shard by file where possible (the raw datasets list files first)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-    weights = class_weights(config, train_raw, info)
+    val_ds = prepare(val_part, training=False, batch_size=global_batch, image_size=config.val_image_size)
+    train_ds, val_ds = with_shard_policy(train_ds, sharding), with_shard_policy(val_ds, val_sharding)
+    weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
 
     writer = workers["is_chief"]
     if writer:
@@ -188,8 +245,9 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
         write_json_atomic(run_dir / "config.json", {
             "config": config.to_json(), "dataset_info": info.to_dict(), "class_weights": weights,
             "precision_policy": policy, "replicas": replicas, "workers": workers["num_workers"],
+            "data_sharding": sharding, "val_data_sharding": val_sharding,
             "num_train_images": num_train, "steps_per_epoch": steps, "versions": library_versions()})
-    history = run_folder.trim_history(run_dir, resume_epoch) if (resume_epoch and writer) else []
+    history = run_folder.trim_history(run_dir, resume_epoch, write=writer) if resume_epoch else []
     if resume_epoch >= config.epochs:
         print(f"{run_dir} already finished {resume_epoch} of {config.epochs} epochs; pass --epochs N to train longer")
         return 0
@@ -203,30 +261,20 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
                                  resume_epoch, checkpoint, writer)
 
     with strategy.scope():
-        # model
-        if checkpoint is not None:
+        if checkpoint is not None:  # every worker loads it (the run folder must be shared between machines)
             model = keras.saving.load_model(checkpoint)  # weights, optimizer state, loss and metrics
         else:
-            model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
-                                       encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
-                                       **config.model_options())
-            # loss and metrics
-            loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
-                                   **config.loss_params())
-            miou = metrics.ConfusionMatrix(info.num_classes, ignore_index=data.IGNORE, name="miou")
-            optimizer = keras.optimizers.AdamW(learning_rate(config, steps), weight_decay=config.weight_decay)
-            # compile
-            model.compile(optimizer=optimizer, loss=loss, metrics=[miou, *losses.term_metrics(loss)],
-                          jit_compile=config.jit_compile)
+            model = build_and_compile(config, info, steps, weights)
     print(f"{config.model}: {model.count_params():,} parameters; {num_train} training images, {steps} steps "
-          f"of {global_batch} per epoch; precision {policy}; {replicas} replica(s) on {workers['num_workers']} worker(s)")
+          f"of {global_batch} per epoch; precision {policy}; {replicas} replica(s) on {workers['num_workers']} worker(s)"
+          + (f", data split by {sharding}" if sharding != "none" else ""))
 
     sample_images, sample_masks = sample_batch(val_raw, config.num_samples)
     recorder = run_folder.RunRecorder(
         run_dir, info=info, sample_images=sample_images, sample_masks=sample_masks,
         predict=lambda x: np.asarray(model(x, training=False), np.float32),
         save_checkpoint=lambda path: model.save(path),
-        save_best=lambda folder: save_keras_atomic(model, (folder or run_dir) / "model.keras") if folder else None,
+        save_best=lambda folder: save_keras_atomic(model, folder / "model.keras"),
         checkpoint_suffix=".keras", steps_per_epoch=steps, global_batch=global_batch, patience=config.patience,
         history=history, writer=writer)
     callbacks = [KerasRecorderCallback(recorder)]
@@ -236,6 +284,7 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
     # fit
     model.fit(train_ds, epochs=config.epochs, initial_epoch=resume_epoch, steps_per_epoch=steps,
               validation_data=val_ds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    runtime.wait_for_workers(strategy)
 
     # save
     if recorder.nonfinite:

@@ -203,12 +203,38 @@ def to_float(image, mask):
     return tf.image.convert_image_dtype(image, tf.float32), tf.cast(mask, tf.int32)
 
 
+# (num_shards, index, record) inside `shard_files`, else None.
+_file_shard = None
+
+
+@contextlib.contextmanager
+def shard_files(num_shards: int, index: int):
+    """Inside this block, `from_pairs` keeps only the pairs index, index + num_shards, ... of its list,
+    before decoding, so each of `num_shards` training workers decodes its own files (tf.data's DATA
+    auto-shard would decode every file on every worker and keep a share of the results).
+
+    Yields a list that gets the full pair count of each dataset sharded: empty afterwards means the
+    loader had no file list to shard (generated or tfds data), and the caller must shard otherwise.
+    A list shorter than `num_shards` is not sharded (a worker would get no file).
+    """
+    global _file_shard
+    if not 0 <= index < num_shards:
+        raise ValueError(f"shard index must be in [0, {num_shards}), got {index}")
+    record = []
+    previous, _file_shard = _file_shard, (num_shards, index, record)
+    try:
+        yield record
+    finally:
+        _file_shard = previous
+
+
 def from_pairs(pairs, decode_pair, cache: bool = True) -> tf.data.Dataset:
     """Dataset of (image float32 [0,1], mask int32) from (image_path, mask_path) pairs.
 
     `decode_pair(image_path, mask_path) -> (uint8 image, int32 mask)` does the reading and
     label mapping; the size check is added here. Decoded uint8 frames are cached in memory
-    (a quarter of the float32 size) when `cache` is true.
+    (a quarter of the float32 size) when `cache` is true. Inside `shard_files` only this
+    worker's share of the pairs is read.
     """
     if not pairs:
         raise UserError("no image/mask pairs found")
@@ -220,6 +246,10 @@ def from_pairs(pairs, decode_pair, cache: bool = True) -> tf.data.Dataset:
         return check_same_size(image, mask, image_path, mask_path)
 
     ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    if _file_shard is not None and len(pairs) >= _file_shard[0]:
+        num_shards, index, record = _file_shard
+        ds = ds.shard(num_shards, index)
+        record.append(len(pairs))
     ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()

@@ -74,6 +74,8 @@ def test_run_folder_describes_itself(trained_run):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
     assert (trained_run / "model.keras").is_file()
     assert [p.name for p in (trained_run / "checkpoints").iterdir()] == ["epoch_003.keras"]
+    # The best model is saved without the optimizer's two Adam slots; the checkpoint keeps them.
+    assert (trained_run / "model.keras").stat().st_size < 0.5 * (trained_run / "checkpoints" / "epoch_003.keras").stat().st_size
     assert (trained_run / "curves.png").is_file()
     assert sorted(p.name for p in (trained_run / "samples").iterdir()) == [
         "epoch_001.png", "epoch_002.png", "epoch_003.png"]
@@ -225,3 +227,30 @@ def test_predict_bad_inputs_write_nothing(trained_run, tmp_path):
         assert result.stderr.strip().splitlines()[-1].startswith("error: ")
         assert message in result.stderr
         assert not out.exists()
+
+
+def test_unet_tf_same_run_folder_and_scripts(camvid_dir, tmp_path, capsys):
+    """The raw-TF U-Net goes through train/evaluate/predict/--resume like the Keras models."""
+    run_dir = tmp_path / "unet"
+    args = ["--dataset", "camvid", "--data-dir", str(camvid_dir), "--model", "unet_tf", "--base-filters", "8",
+            "--image-size", "64", "64", "--batch-size", "4", "--loss", "tversky_cce", "--num-samples", "2",
+            "--run-dir", str(run_dir)]
+    assert train.main([*args, "--epochs", "1"]) == 0
+    assert train.main(["--resume", "--run-dir", str(run_dir), "--epochs", "2"]) == 0
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:  # each term is logged, and the total is their weighted sum (lam = 0.75)
+        assert float(row["loss"]) == pytest.approx(0.75 * float(row["tversky"]) + 0.25 * float(row["cce"]), rel=1e-4)
+        assert float(row["val_loss"]) == pytest.approx(
+            0.75 * float(row["val_tversky"]) + 0.25 * float(row["val_cce"]), rel=1e-4)
+    assert (run_dir / "saved_model" / "saved_model.pb").is_file()
+    assert (run_dir / "checkpoints" / "epoch_002" / "ckpt.index").is_file()
+    assert any((run_dir / "logs").rglob("*tfevents*"))
+    assert (run_dir / "samples" / "epoch_002.png").is_file()
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["num_images"] == 4 and 0.0 <= result["miou"] <= 1.0
+    out = tmp_path / "pred"
+    assert predict.main(["--model", str(run_dir), str(camvid_dir / "val" / "f000.png"), "--out", str(out)]) == 0
+    assert np.asarray(Image.open(out / "f000_mask.png")).shape == (64, 96)

@@ -1,0 +1,198 @@
+"""Training and inference images/s of one model, through train.py's own code path, on generated data.
+
+    python -m bench.train_speed --model resnet34_unet --image-size 224 224 --batch-size 8
+    python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --precision float32
+    python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --jit-compile
+
+What is timed is what train.py runs: the model, loss, mIoU metric, AdamW and compile come from
+`train.build_and_compile` (unet_tf: `models.unet_tf.make_train_step`, as train_unet_tf.py), the precision
+from `runtime.set_precision`, and the batches from `data.pipeline.prepare(training=True)` over the `shapes`
+dataset. The generated scenes are cached in memory first, as the file loaders cache decoded images, so the
+timed steps pay for augmentation and batching but not for drawing the scenes.
+
+Training: `--warmup` steps of model.fit (tracing), then one model.fit of `--steps` steps with
+steps_per_epoch, as train.py calls it. Reported: steady images/s from the end of the first timed step to
+the end of the last (how history.csv's train_images_per_sec is measured), and the wall-clock rate of the
+whole fit call, which also pays for starting and stopping the input pipeline (stopping it took up to 5 s
+at times here, once per fit call, so once per training run in train.py). Inference: the median time of
+model.predict_on_batch on one batch, over `--steps` calls after two warm-up calls.
+Figures depend on the machine's load: the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import cli  # noqa: E402
+import data  # noqa: E402
+import losses  # noqa: E402
+import models  # noqa: E402
+import runtime  # noqa: E402
+import train  # noqa: E402
+from config import TrainConfig, validate  # noqa: E402
+from data.common import default_colors  # noqa: E402
+from data.pipeline import prepare  # noqa: E402
+from errors import UserError  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=models.DEFAULT_MODEL, help=f"one of {sorted(models.MODELS)}")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", default="auto", help="auto | float32 | bfloat16 | float16, as train.py")
+    parser.add_argument("--loss", default="cce", help="as train.py's --loss")
+    parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--alpha", type=float, default=None, help="MobileNet width, as train.py's --alpha")
+    parser.add_argument("--num-classes", type=int, default=None, help="logit channels (default: shapes' 4)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
+    parser.add_argument("--count", type=int, default=64, help="generated scenes, cached, shuffled each pass")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = parser.parse_args(argv)
+    for flag in ("steps", "warmup", "count"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.count < args.batch_size:
+        raise UserError(f"--count ({args.count}) must be at least --batch-size ({args.batch_size})")
+    return args
+
+
+def bench_config(args) -> TrainConfig:
+    config = TrainConfig(dataset="shapes", model=args.model, image_size=tuple(args.image_size),
+                         batch_size=args.batch_size, precision=args.precision, loss=args.loss,
+                         jit_compile=args.jit_compile, alpha=args.alpha, epochs=1, steps_per_epoch=args.steps)
+    validate(config)
+    return config
+
+
+def shapes_data(config, count, num_classes):
+    """(cached raw dataset, training batches as train.py makes them, DatasetInfo with `num_classes`)."""
+    raw, info = data.load_dataset("shapes", count=count, image_size=config.image_size)
+    raw = raw.cache()
+    for _ in raw:  # draw every scene once, into the cache
+        pass
+    if num_classes is not None:
+        if num_classes < 2:
+            raise UserError(f"--num-classes must be at least 2, got {num_classes}")
+        info = dataclasses.replace(info, class_names=tuple(f"class{i}" for i in range(num_classes)),
+                                   colors=default_colors(num_classes))
+    batches = prepare(raw, training=True, batch_size=config.batch_size, image_size=config.image_size,
+                      seed=config.seed, scale_range=(config.scale_min, config.scale_max)).repeat()
+    return raw, batches, info
+
+
+class BatchTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        float((logs or {}).get("loss", 0.0))  # as train.py's recorder: reading the loss waits for the step
+        self.ends.append(time.perf_counter())
+
+
+def time_keras(config, info, batches, steps, warmup):
+    """(train steady images/s, train wall images/s, infer images/s, parameters) of train.py's Keras model."""
+    model = train.build_and_compile(config, info, steps, None)
+    model.fit(batches, epochs=1, steps_per_epoch=warmup, verbose=0)
+    timer = BatchTimes()
+    start = time.perf_counter()
+    model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - start
+    b = config.batch_size
+    steady = (steps - 1) * b / (timer.ends[-1] - timer.ends[0]) if steps > 1 else float("nan")
+
+    images = next(iter(batches))[0]
+    for _ in range(2):
+        model.predict_on_batch(images)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        model.predict_on_batch(images)
+        times.append(time.perf_counter() - t)
+    return steady, steps * b / wall, b / statistics.median(times), model.count_params()
+
+
+def time_unet_tf(config, info, batches, steps, warmup):
+    """The same figures for unet_tf, with train_unet_tf.py's step (GradientTape + AdamTF, float32)."""
+    from models.unet_tf import AdamTF, make_train_step
+
+    model = models.build_model("unet_tf", info.num_classes, **config.model_options())
+    loss_fn = losses.get_loss(config.loss, info.num_classes, ignore_index=info.ignore_index)
+    step = make_train_step(model, loss_fn, AdamTF(model.trainable_variables))
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    lr = tf.constant(config.lr, tf.float32)
+    iterator = iter(batches)
+    for _ in range(warmup):
+        float(step(*next(iterator), lr))
+    ends = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        float(step(*next(iterator), lr))  # train_unet_tf.py reads each loss too
+        ends.append(time.perf_counter())
+    wall = time.perf_counter() - start
+    b = config.batch_size
+    steady = (steps - 1) * b / (ends[-1] - ends[0]) if steps > 1 else float("nan")
+    images = next(iterator)[0]
+    for _ in range(2):
+        forward(images).numpy()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        forward(images).numpy()
+        times.append(time.perf_counter() - t)
+    count = sum(int(np.prod(v.shape)) for v in model.variables)
+    return steady, steps * b / wall, b / statistics.median(times), count
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config = bench_config(args)
+    if config.model not in models.MODELS:
+        raise UserError(f"unknown model {config.model!r}; choose from {sorted(models.MODELS)}")
+    if config.model == "unet_tf" and config.jit_compile:
+        raise UserError("--jit-compile applies to the Keras models; unet_tf's step is a plain tf.function")
+    policy = runtime.set_precision(config.precision, config.model)
+    keras.utils.set_random_seed(config.seed)
+    load_before = os.getloadavg()[0]
+    _, batches, info = shapes_data(config, args.count, args.num_classes)
+
+    timer = time_unet_tf if config.model == "unet_tf" else time_keras
+    steady, wall, infer, params = timer(config, info, batches, args.steps, args.warmup)
+    result = {"model": config.model, "image_size": list(config.image_size), "batch_size": config.batch_size,
+              "num_classes": info.num_classes, "loss": config.loss, "precision": config.precision, "policy": policy,
+              "jit_compile": config.jit_compile, "parameters": params, "steps": args.steps,
+              "train_images_per_sec": round(steady, 2), "train_wall_images_per_sec": round(wall, 2),
+              "infer_images_per_sec": round(infer, 2),
+              "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+              "tensorflow": tf.__version__, "keras": keras.__version__}
+    h, w = config.image_size
+    print(f"{config.model} {h}x{w} batch {config.batch_size}, {info.num_classes} classes, loss {config.loss}, "
+          f"{policy}{', XLA' if config.jit_compile else ''}, {params:,} parameters")
+    print(f"train  {steady:7.2f} images/s steady ({args.steps} steps after {args.warmup} warm-up; "
+          f"{wall:.2f} images/s over the whole fit call)")
+    print(f"infer  {infer:7.2f} images/s (median batch of {args.steps})")
+    print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

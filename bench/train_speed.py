@@ -13,8 +13,9 @@ timed steps pay for augmentation and batching but not for drawing the scenes.
 Training: `--warmup` steps of model.fit (tracing), then one model.fit of `--steps` steps with
 steps_per_epoch, as train.py calls it. Reported: steady images/s from the end of the first timed step to
 the end of the last (how history.csv's train_images_per_sec is measured), and the wall-clock rate of the
-whole fit call, which also pays for starting and stopping the input pipeline (stopping it took up to 5 s
-at times here, once per fit call, so once per training run in train.py). Inference: the median time of
+whole fit call, which also pays for starting and stopping the input pipeline (stopping it waits for
+tf.data's autotuning thread, up to tens of seconds here; once per fit call, so once per run in train.py,
+whose fit is one call for every epoch). Inference: the median time of
 model.predict_on_batch on one batch, over `--steps` calls after two warm-up calls.
 Figures depend on the machine's load: the load average is printed with them.
 """

@@ -28,6 +28,7 @@ class TrainConfig:
     # model
     model: str = "mobilenetv2_pix2pix"
     encoder_weights: str = "none"  # none | imagenet | PATH
+    init_from: str | None = None  # PATH to a .keras model or run folder: start from its weights (fine-tuning)
     alpha: float | None = None  # MobileNet width multiplier
     variant: str | None = None  # mobilenetv3_lraspp: large | small
     base_filters: int | None = None  # unet_tf width
@@ -89,6 +90,8 @@ HELP = {
     "image_size": "training crop H W, multiples of 32",
     "val_image_size": "resize validation images to H W (default: native size padded to a multiple of 32)",
     "encoder_weights": "none | imagenet | PATH to a weights file",
+    "init_from": "start from the weights of this .keras model or run folder (same model and classes), "
+                 "e.g. to fine-tune at a higher resolution; the optimizer and schedule start afresh",
     "class_weights": "auto (median frequency balancing over the training set) or comma-separated floats",
     "batch_size": "batch size per replica",
     "patience": "stop after this many epochs without a better val mIoU (0: never)",

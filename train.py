@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -148,6 +149,8 @@ def build_and_compile(config, info, steps, weights):
     model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
                                encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
                                **config.model_options())
+    if config.init_from:
+        init_weights(model, config.init_from)
     # loss and metrics
     loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
                            **config.loss_params())
@@ -157,6 +160,27 @@ def build_and_compile(config, info, steps, weights):
     model.compile(optimizer=optimizer, loss=loss, metrics=[miou, *losses.term_metrics(loss)],
                   jit_compile=config.jit_compile)
     return model
+
+
+def init_weights(model, source: str) -> None:
+    """Copy every weight of the model at `source` (a .keras file or a run folder) into `model`."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file() or path.suffix != ".keras":
+        raise UserError(f"--init-from {source!r}: no .keras model there (give a .keras file or a run folder)")
+    try:
+        src = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # a corrupt or foreign file
+        raise UserError(f"--init-from {source!r}: cannot load it as a Keras model ({type(e).__name__})") from None
+    theirs, ours = src.get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        out_src, out_ours = src.outputs[0].shape[-1], model.outputs[0].shape[-1]
+        raise UserError(f"--init-from {source!r}: its weights do not fit {model.name} "
+                        f"({len(theirs)} arrays, {out_src} classes; this model has {len(ours)} arrays, "
+                        f"{out_ours} classes); use the same --model, options and dataset")
+    model.set_weights(theirs)
+    print(f"initialised {len(ours)} weight arrays from {path}")
 
 
 def sample_batch(val_raw, count):
@@ -223,6 +247,8 @@ def main(argv=None) -> int:
 def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, info, strategy, policy) -> int:
     workers = runtime.worker_info()
     replicas = strategy.num_replicas_in_sync
+    if config.model == "unet_tf" and config.init_from:
+        raise UserError("--init-from works with the Keras models; unet_tf resumes from its own checkpoints")
     if config.model == "unet_tf" and (replicas > 1 or workers["num_workers"] > 1):
         raise UserError(f"unet_tf trains in its own loop without tf.distribute; use --strategy none "
                         f"(got {replicas} replicas on {workers['num_workers']} workers)")
@@ -240,6 +266,7 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
     weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
 
     writer = workers["is_chief"]
+    created = writer and not run_dir.exists()
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "config.json", {
@@ -260,11 +287,16 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
         return train_unet_tf.fit(config, run_dir, info, train_ds, val_ds, val_raw, steps, weights, history,
                                  resume_epoch, checkpoint, writer)
 
-    with strategy.scope():
-        if checkpoint is not None:  # every worker loads it (the run folder must be shared between machines)
-            model = keras.saving.load_model(checkpoint)  # weights, optimizer state, loss and metrics
-        else:
-            model = build_and_compile(config, info, steps, weights)
+    try:
+        with strategy.scope():
+            if checkpoint is not None:  # every worker loads it (the run folder must be shared between machines)
+                model = keras.saving.load_model(checkpoint)  # weights, optimizer state, loss and metrics
+            else:
+                model = build_and_compile(config, info, steps, weights)
+    except UserError:
+        if created:  # a new run that could not start leaves no folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     print(f"{config.model}: {model.count_params():,} parameters; {num_train} training images, {steps} steps "
           f"of {global_batch} per epoch; precision {policy}; {replicas} replica(s) on {workers['num_workers']} worker(s)"
           + (f", data split by {sharding}" if sharding != "none" else ""))

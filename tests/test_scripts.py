@@ -254,3 +254,40 @@ def test_unet_tf_same_run_folder_and_scripts(camvid_dir, tmp_path, capsys):
     out = tmp_path / "pred"
     assert predict.main(["--model", str(run_dir), str(camvid_dir / "val" / "f000.png"), "--out", str(out)]) == 0
     assert np.asarray(Image.open(out / "f000_mask.png")).shape == (64, 96)
+
+
+def test_init_from_copies_weights_and_checks_fit(trained_run, camvid_dir, tmp_path):
+    """--init-from starts a new run from a trained model's weights: exactly those weights, a val mIoU
+    at the source's level after an epoch at a tiny learning rate, and one clear line when they do not fit."""
+    import keras
+
+    from config import TrainConfig
+    from data import camvid
+
+    source = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    _, info = camvid.load(str(camvid_dir), "train")
+    config = TrainConfig(dataset="camvid", model="mobilenetv2_pix2pix", alpha=0.35, init_from=str(trained_run))
+    model = train.build_and_compile(config, info, steps=3, weights=None)
+    for ours, theirs in zip(model.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+    # end to end: one epoch at a negligible learning rate keeps the source's quality
+    best_source = max(float(r["val_miou"]) for r in csv.DictReader(open(trained_run / "history.csv")))
+    run_dir = tmp_path / "finetune"
+    code = train.main(["--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, "--lr", "1e-9",
+                       "--epochs", "1", "--init-from", str(trained_run / "model.keras"), "--run-dir", str(run_dir)])
+    assert code == 0
+    first = float(next(csv.DictReader(open(run_dir / "history.csv")))["val_miou"])
+    assert first == pytest.approx(best_source, abs=0.02)
+    assert json.loads((run_dir / "config.json").read_text())["config"]["init_from"] == str(trained_run / "model.keras")
+
+    # weights of another width, a missing file, and unet_tf are refused in one line
+    for args, message in [(["--alpha", "0.5", "--init-from", str(trained_run)], "do not fit"),
+                          (["--init-from", str(tmp_path / "missing.keras")], "no .keras model there"),
+                          (["--model", "unet_tf", "--init-from", str(trained_run)], "works with the Keras models")]:
+        result = run_script("train.py", "--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, *args,
+                            "--epochs", "1", "--run-dir", str(tmp_path / "refused"))
+        assert result.returncode == 2, result.stderr[-1500:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+        assert not (tmp_path / "refused").exists()

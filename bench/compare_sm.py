@@ -122,6 +122,7 @@ def sm_worker(args) -> dict:
 
 
 def setup_sm_venv(python: str) -> None:
+    """Create .venv-sm (a venv made from inside a venv is based on the same interpreter) and install there."""
     subprocess.run([python, "-m", "venv", str(SM_VENV)], check=True)
     (SM_VENV / ".gitignore").write_text("*\n")  # keep the venv out of git without touching the repo's .gitignore
     subprocess.run([str(SM_VENV / "bin" / "pip"), "install", "--disable-pip-version-check", *SM_PACKAGES],
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         print(json.dumps(sm_worker(args)))
         return 0
     if args.setup:
-        setup_sm_venv(sys.executable if not SM_VENV.exists() else "python3")
+        setup_sm_venv(sys.executable)
     if not Path(args.sm_python).is_file():
         sys.exit(f"error: no segmentation_models venv at {args.sm_python}; make it with "
                  f"`python -m bench.compare_sm --setup` (see this file's docstring)")

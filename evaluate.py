@@ -64,8 +64,10 @@ def parse_args(argv):
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
     parser.add_argument("--split", default=None, help="split to score (default: the run's validation split)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--out", help="also write metrics.json, confusion.png and worst.png here")
+    parser.add_argument("--out", help="also write metrics.json, confusion.png, worst.png and samples.png here")
     parser.add_argument("--worst", type=int, default=6, help="how many worst-scoring images --out draws")
+    parser.add_argument("--samples", type=int, default=4,
+                        help="how many images, evenly spaced over the split, --out draws in samples.png")
     parser.add_argument("--limit", type=int, help="score only the first N images")
     add_inference_flags(parser)
     return parser.parse_args(argv)
@@ -79,8 +81,14 @@ def image_miou(true, pred, num_classes, ignore_index) -> float:
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
-def evaluate(predictor, ds, info, options, limit=None, worst=0):
-    """(report dict, number of images, worst examples) over a dataset of (image, mask)."""
+def evaluate(predictor, ds, info, options, limit=None, worst=0, samples=0):
+    """(report dict, number of images, worst examples, sample examples) over a dataset of (image, mask).
+
+    Samples are `samples` (image, mask, pred) triples at evenly spaced positions of the split."""
+    total = int(ds.cardinality())
+    total = min(total, limit) if limit is not None and total >= 0 else (limit if total < 0 else total)
+    wanted = set(np.linspace(0, total - 1, samples).round().astype(int).tolist()) if samples and total else set()
+    sample_list = []
     size = max(info.num_classes, 2)
     metric = metrics.ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, name="miou")
     worst_heap = []  # (-score, index, image, mask, pred) of the lowest-scoring images
@@ -91,6 +99,8 @@ def evaluate(predictor, ds, info, options, limit=None, worst=0):
         pred = predictor.labels(image, **options)
         metric.update_labels(mask, pred)
         count += 1
+        if index in wanted:
+            sample_list.append((image, mask, pred))
         if worst:
             score = image_miou(mask, pred, size, info.ignore_index)
             if math.isfinite(score):
@@ -100,7 +110,7 @@ def evaluate(predictor, ds, info, options, limit=None, worst=0):
     names = list(info.class_names) if info.num_classes > 1 else ["background", info.class_names[0]]
     report = metric.report(names)
     worst_list = sorted(worst_heap, key=lambda e: -e[0])
-    return report, count, [(-s, i, im, m, p) for s, i, im, m, p in worst_list]
+    return report, count, [(-s, i, im, m, p) for s, i, im, m, p in worst_list], sample_list
 
 
 def as_json(report, count) -> dict:
@@ -148,7 +158,8 @@ def main(argv=None) -> int:
     if predictor.num_classes != info.num_classes:
         raise UserError(f"{args.model} predicts {predictor.num_classes} classes but {info.name} has {info.num_classes}")
     with data.data_errors_as_user_errors(info):
-        report, count, worst = evaluate(predictor, ds, info, options, args.limit, args.worst if args.out else 0)
+        report, count, worst, samples = evaluate(predictor, ds, info, options, args.limit,
+                                                 args.worst if args.out else 0, args.samples if args.out else 0)
     result = as_json(report, count)
     if args.out:
         out = Path(args.out)
@@ -160,6 +171,8 @@ def main(argv=None) -> int:
             visualize.save_image(visualize.stitch(rows, info.class_names, info.colors), out / "worst.png")
             (out / "worst.txt").write_text("".join(f"{info.files[i][0] if info.files else i}\tmIoU {s:.4f}\n"
                                                    for s, i, *_ in worst))
+        if samples:
+            visualize.save_image(visualize.stitch(samples, info.class_names, info.colors), out / "samples.png")
     if args.json:
         print(json.dumps(result))
     else:

@@ -115,8 +115,12 @@ def test_evaluate_table_and_out(trained_run, tmp_path, capsys):
     text = capsys.readouterr().out.strip().splitlines()
     assert text[-1].startswith("mIoU: 0.") or text[-1] == "mIoU: 1.0000"
     assert any(line.startswith("Sky") for line in text)
-    for name in ("metrics.json", "confusion.png", "worst.png"):
+    for name in ("metrics.json", "confusion.png", "worst.png", "samples.png"):
         assert (tmp_path / "ev" / name).is_file()
+    # samples.png: a legend over 4 rows (evenly spaced val images) of input | ground truth | prediction
+    from PIL import Image as PILImage
+    width, height = PILImage.open(tmp_path / "ev" / "samples.png").size
+    assert width >= 3 * 96 and height >= 4 * 64
 
 
 def test_video_every_frame(trained_run, tmp_path):

@@ -43,6 +43,9 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per model (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none",
+                        help="time test-time augmentation as evaluate.py/predict.py run it")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale test-time augmentation")
     parser.add_argument("--tflite-runtime", choices=("tf", "litert"), help="TFLite runtime (default tf)")
     parser.add_argument("--xnnpack", choices=("auto", "on", "off"),
                         help="TFLite XNNPACK delegate (default auto: on for int8 files only)")
@@ -75,16 +78,16 @@ def describe(predictor) -> str:
     return "tflite-fp16" if np.float16 in dtypes else "tflite-float32"
 
 
-def time_models(predictors, image, runs: int, warmup: int) -> list:
+def time_models(predictors, image, runs: int, warmup: int, **options) -> list:
     """[(wall seconds, cpu seconds) per call] for each predictor, interleaved round by round."""
     for predictor in predictors:
         for _ in range(warmup):
-            predictor.logits(image)
+            predictor.logits(image, **options)
     times = [[] for _ in predictors]
     for _ in range(runs):
         for k, predictor in enumerate(predictors):
             wall, cpu = time.perf_counter(), time.process_time()
-            predictor.logits(image)
+            predictor.logits(image, **options)
             times[k].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
@@ -109,10 +112,13 @@ def main(argv=None) -> int:
 
     predictors = [load_predictor(path, num_threads=args.threads) for path in args.model]
     image = np.random.default_rng(0).integers(0, 256, (*args.image_size, 3)).astype(np.float32) / 255
-    times = time_models(predictors, image, args.runs, args.warmup)
+    if any(s <= 0 for s in args.scales):
+        raise UserError(f"--scales must be positive, got {args.scales}")
+    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=tuple(args.scales))
 
     h, w = args.image_size
-    print(f"{h}x{w} image, {args.threads} thread(s), median of {args.runs} calls after {args.warmup} warm-up")
+    tta = "" if args.tta == "none" and args.scales == [1.0] else f", --tta {args.tta} --scales {' '.join(map(str, args.scales))}"
+    print(f"{h}x{w} image, {args.threads} thread(s), median of {args.runs} calls after {args.warmup} warm-up{tta}")
     print(f"{'model':<48} {'format':<14} {'runs at':>9} {'MB':>6} {'ms':>8} {'frames/s':>9} {'cpu ms':>8}")
     for path, predictor, samples in zip(args.model, predictors, times):
         wall = statistics.median(t for t, _ in samples)

@@ -16,9 +16,9 @@ from tests.test_scripts import run_script
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "pretrained"
 SAMPLE = ROOT / "data" / "sample" / "camvid"
-# Measured on the 32 sample val frames (180x240 JPEG); the full-size val mIoU is in the README.
-# The floors sit a few points below the measurements (see the README's pretrained section).
-MODELS = {"camvid.keras": 0.50, "camvid_realtime_int8.tflite": 0.48}
+# Measured on the 32 sample val frames (180x240 JPEG): camvid.keras 0.600 at their own size,
+# the int8 file 0.618 (at its 192x256); full-size val mIoU 0.643 and 0.628 (README). Floors sit 4 points lower.
+MODELS = {"camvid.keras": 0.56, "camvid_realtime_int8.tflite": 0.58}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

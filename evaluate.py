@@ -30,6 +30,7 @@ import data
 import metrics
 import visualize
 from config import write_json_atomic
+from data.common import evenly_spaced
 from errors import UserError
 from inference import load_predictor
 
@@ -85,9 +86,10 @@ def evaluate(predictor, ds, info, options, limit=None, worst=0, samples=0):
     """(report dict, number of images, worst examples, sample examples) over a dataset of (image, mask).
 
     Samples are `samples` (image, mask, pred) triples at evenly spaced positions of the split."""
-    total = int(ds.cardinality())
-    total = min(total, limit) if limit is not None and total >= 0 else (limit if total < 0 else total)
-    wanted = set(np.linspace(0, total - 1, samples).round().astype(int).tolist()) if samples and total else set()
+    total = int(ds.cardinality())  # negative when unknown
+    if limit is not None:
+        total = limit if total < 0 else min(total, limit)
+    wanted = evenly_spaced(total, samples)
     sample_list = []
     size = max(info.num_classes, 2)
     metric = metrics.ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, name="miou")

@@ -35,7 +35,7 @@ import models
 import run_folder
 import runtime
 from config import TrainConfig, add_config_flags, config_from_args, library_versions, write_json_atomic
-from data.common import shard_files
+from data.common import evenly_spaced, shard_files
 from data.pipeline import pad_to_multiple, prepare
 from errors import UserError
 
@@ -189,7 +189,7 @@ def sample_batch(val_raw, count):
     if count <= 0:
         return None, None
     total = int(val_raw.cardinality())
-    wanted = set(np.linspace(0, max(total, 1) - 1, count).round().astype(int).tolist()) if total > 0 else None
+    wanted = evenly_spaced(total, count) if total > 0 else None
     examples = [e for k, e in enumerate(val_raw.take(total if total > 0 else count).map(pad_to_multiple)
                                         .as_numpy_iterator()) if wanted is None or k in wanted]
     h = max(e[0].shape[0] for e in examples)

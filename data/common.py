@@ -203,6 +203,14 @@ def to_float(image, mask):
     return tf.image.convert_image_dtype(image, tf.float32), tf.cast(mask, tf.int32)
 
 
+def evenly_spaced(total: int, count: int) -> set:
+    """Indices of `count` items spread evenly over 0 .. total - 1 (all of them when total <= count);
+    empty when `total` is unknown (negative) or zero."""
+    if total <= 0 or count <= 0:
+        return set()
+    return set(np.linspace(0, total - 1, count).round().astype(int).tolist())
+
+
 # (num_shards, index, record) inside `shard_files`, else None.
 _file_shard = None
 

@@ -488,3 +488,11 @@ def test_verify_options_and_usage_errors(trees, capsys):
     assert "unknown option 'aug'" in capsys.readouterr().err
     assert verify.main(["--dataset", "kitti"]) == 2
     assert "unknown dataset 'kitti'" in capsys.readouterr().err
+
+
+def test_evenly_spaced_indices():
+    from data.common import evenly_spaced
+
+    assert evenly_spaced(101, 4) == {0, 33, 67, 100}
+    assert evenly_spaced(3, 5) == {0, 1, 2}
+    assert evenly_spaced(-1, 4) == set() and evenly_spaced(10, 0) == set()

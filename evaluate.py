@@ -35,11 +35,22 @@ from errors import UserError
 from inference import load_predictor
 
 
-def add_inference_flags(parser):
-    """Test-time options shared with predict.py."""
+def add_tta_flags(parser):
+    """--tta and --scales (Predictor.logits' test-time augmentation); bench.latency times them too."""
     parser.add_argument("--tta", choices=("none", "flip"), default="none", help="flip: average with the mirrored image")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
                         help="multi-scale test-time augmentation, e.g. 0.75 1 1.25")
+
+
+def check_scales(scales) -> tuple:
+    if any(s <= 0 for s in scales):
+        raise UserError(f"--scales must be positive, got {scales}")
+    return tuple(scales)
+
+
+def add_inference_flags(parser):
+    """Test-time options shared with predict.py."""
+    add_tta_flags(parser)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                         help="run the model at this size and resize its logits back (default: native size)")
     parser.add_argument("--window", type=int, nargs=2, metavar=("H", "W"),
@@ -52,9 +63,7 @@ def inference_options(args) -> dict:
         size = getattr(args, key)
         if size is not None and any(s <= 0 or s % 32 for s in size):
             raise UserError(f"--{key.replace('_', '-')} must be two positive multiples of 32, got {size}")
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales must be positive, got {args.scales}")
-    return {"tta": args.tta, "scales": tuple(args.scales), "input_size": args.image_size and tuple(args.image_size),
+    return {"tta": args.tta, "scales": check_scales(args.scales), "input_size": args.image_size and tuple(args.image_size),
             "window": args.window and tuple(args.window)}
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 import cli
 from errors import UserError
+from evaluate import add_tta_flags, check_scales
 
 
 def parse_args(argv):
@@ -43,9 +44,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per model (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    parser.add_argument("--tta", choices=("none", "flip"), default="none",
-                        help="time test-time augmentation as evaluate.py/predict.py run it")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale test-time augmentation")
+    add_tta_flags(parser)  # timed as evaluate.py/predict.py run them
     parser.add_argument("--tflite-runtime", choices=("tf", "litert"), help="TFLite runtime (default tf)")
     parser.add_argument("--xnnpack", choices=("auto", "on", "off"),
                         help="TFLite XNNPACK delegate (default auto: on for int8 files only)")
@@ -112,9 +111,7 @@ def main(argv=None) -> int:
 
     predictors = [load_predictor(path, num_threads=args.threads) for path in args.model]
     image = np.random.default_rng(0).integers(0, 256, (*args.image_size, 3)).astype(np.float32) / 255
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales must be positive, got {args.scales}")
-    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=tuple(args.scales))
+    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=check_scales(args.scales))
 
     h, w = args.image_size
     tta = "" if args.tta == "none" and args.scales == [1.0] else f", --tta {args.tta} --scales {' '.join(map(str, args.scales))}"

@@ -71,7 +71,7 @@ from errors import UserError
 
 FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZE = ("none", "fp16", "int8")
-# (max |logit difference| per unit of max(1, max |logit|), or None for no limit; minimum mask agreement).
+# (max |logit difference| per unit of max(1, max |logit|); minimum mask agreement).
 TOLERANCES = {"keras": (1e-3, 0.999), "savedmodel": (1e-3, 0.999), "none": (1e-3, 0.999), "fp16": (0.02, 0.99), "int8": (0.25, 0.90)}
 SIDECAR = "segkit.json"  # inside a SavedModel folder; a TFLite file's sidecar is <name>.json
 
@@ -243,6 +243,11 @@ def frozen_function(source: Source, size):
     return convert_variables_to_constants_v2(concrete)
 
 
+def to_8bit_levels(image) -> np.ndarray:
+    """float32 [0, 1] pixels rounded to the 256 levels a uint8 image holds (SavedModel and int8 inputs)."""
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.float32) / 255
+
+
 def calibration_images(ds, size, count):
     """`count` images spread over the dataset `ds` (the training split), resized to `size` as
     tflite_infer resizes them, rounded to 8-bit levels, each (1, H, W, 3) float32 in [0, 1]."""
@@ -251,7 +256,7 @@ def calibration_images(ds, size, count):
     images = []
     for image, _ in ds.shard(every, 0).take(count).as_numpy_iterator():
         resized = tf.image.resize(image, size, method="bilinear").numpy()
-        images.append(np.round(np.clip(resized, 0, 1) * 255)[None].astype(np.float32) / 255)
+        images.append(to_8bit_levels(resized)[None])
     if not images:
         raise UserError("--quantize int8 needs calibration images but the training split is empty")
     # One black and one white pixel pin the input's calibrated range to exactly [0, 1], so the uint8
@@ -314,9 +319,7 @@ def agreement(ref_logits: np.ndarray, logits: np.ndarray) -> float:
 
 def check_images(ds, count):
     """The first `count` images of `ds` (the validation split)."""
-    # Rounded to 8-bit levels: a SavedModel or int8 TFLite file takes uint8 pixels.
-    return [np.round(np.clip(image, 0, 1) * 255).astype(np.float32) / 255
-            for image, _ in ds.take(count).as_numpy_iterator()]
+    return [to_8bit_levels(image) for image, _ in ds.take(count).as_numpy_iterator()]
 
 
 def compare(source: Source, exported_fn, images, size=None):
@@ -328,7 +331,7 @@ def compare(source: Source, exported_fn, images, size=None):
     worst, largest, agree = 0.0, 0.0, []
     for image in images:
         if size is not None:
-            x = np.round(tf.image.resize(image, size, method="bilinear").numpy().clip(0, 1) * 255) / 255
+            x = to_8bit_levels(tf.image.resize(image, size, method="bilinear").numpy())
             ref = np.asarray(source.forward(tf.constant(x[None], tf.float32)), np.float32)[0]
         else:
             x = image
@@ -472,11 +475,10 @@ def main(argv=None) -> int:
         difference, largest, agree = parity
         print(f"check on {len(images)} {dataset} validation images {where}: max |logit difference| "
               f"{difference:.3g} (logits up to {largest:.3g}), mask agreement {agree:.4f}")
-        limit = None if max_diff is None else max_diff * max(1.0, largest)
-        if (limit is not None and not difference <= limit) or not agree >= min_agreement:
-            bound = f"max |logit difference| <= {limit:.3g} and " if limit is not None else ""
+        limit = max_diff * max(1.0, largest)
+        if not difference <= limit or not agree >= min_agreement:
             raise UserError(f"the exported {args.format} ({kind}) disagrees with {source.path}: max |logit difference| "
-                            f"{difference:.3g}, mask agreement {agree:.4f} (tolerance: {bound}mask agreement >= "
+                            f"{difference:.3g}, mask agreement {agree:.4f} (tolerance: max |logit difference| <= {limit:.3g} and mask agreement >= "
                             f"{min_agreement}); nothing was written")
         payload = sidecar_payload(source, args, size, parity)
         if args.format == "savedmodel":

@@ -48,6 +48,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | constant | poly
     warmup_epochs: float = 0.0
     weight_decay: float = 1e-4
+    ema: float = 0.0  # momentum of an exponential moving average of the weights (0: off), e.g. 0.999
     patience: int = 0  # early stopping on val mIoU; 0 = off
     steps_per_epoch: int | None = None  # None: one pass over the training set
     precision: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -56,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     # outputs
     run_dir: str | None = None
+    keep: str = "best"  # model.keras holds the best epoch by val mIoU, or the last one
     num_samples: int = 4  # validation images drawn in samples/epoch_NNN.png
 
     def model_options(self) -> dict:
@@ -98,6 +100,9 @@ HELP = {
     "precision": "auto picks mixed bfloat16 on CPUs with AVX512-BF16/AMX, mixed float16 on GPUs, else float32",
     "strategy": "tf.distribute strategy: auto | none | mirrored | multiworker (cluster from TF_CONFIG)",
     "run_dir": "run folder (default runs/<dataset>-<model>-<time>)",
+    "train_split": "split to train on; several joined by '+' train on all of them (e.g. train+val)",
+    "ema": "validate and save an exponential moving average of the weights with this momentum (0: off)",
+    "keep": "best: model.keras is the epoch with the best val mIoU; last: the last epoch (no selection on val)",
 }
 
 
@@ -133,13 +138,15 @@ def validate(config: TrainConfig) -> None:
         if size is not None and (len(size) != 2 or any(s <= 0 or s % 32 for s in size)):
             raise UserError(f"--{key.replace('_', '-')} must be two positive multiples of 32, got {list(size)}")
     choices = {"lr_schedule": ("cosine", "constant", "poly"), "precision": ("auto", "float32", "bfloat16", "float16"),
-               "strategy": ("auto", "none", "mirrored", "multiworker")}
+               "strategy": ("auto", "none", "mirrored", "multiworker"), "keep": ("best", "last")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
     for key in ("epochs", "batch_size"):
         if getattr(config, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
+    if not 0 <= config.ema < 1:
+        raise UserError(f"--ema must be in [0, 1) (0: off), got {config.ema}")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:

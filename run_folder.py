@@ -83,7 +83,7 @@ class RunRecorder:
 
     def __init__(self, run_dir, *, info, sample_images, sample_masks, predict, save_checkpoint, save_best,
                  checkpoint_suffix: str, steps_per_epoch: int, global_batch: int, patience: int = 0,
-                 history=None, writer: bool = True):
+                 history=None, writer: bool = True, keep: str = "best"):
         self.run_dir = Path(run_dir)
         self.info = info
         self.sample_images, self.sample_masks = sample_images, sample_masks
@@ -94,6 +94,7 @@ class RunRecorder:
         self.patience = patience
         self.history = list(history or [])
         self.writer = writer
+        self.keep = keep
         finished = [float(r["val_miou"]) for r in self.history if r.get("val_miou") not in (None, "", "nan")]
         self.best = max(finished) if finished else -math.inf
         self.best_epoch = next((int(r["epoch"]) for r in self.history
@@ -143,7 +144,7 @@ class RunRecorder:
         if self.writer:
             write_history(self.run_dir, self.history)
             self.draw(epoch)
-        if improved:
+        if improved or self.keep == "last":
             if self.writer:
                 self.save_best_fn(self.run_dir)
             else:

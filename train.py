@@ -155,7 +155,8 @@ def build_and_compile(config, info, steps, weights):
     loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
                            **config.loss_params())
     miou = metrics.ConfusionMatrix(info.num_classes, ignore_index=data.IGNORE, name="miou")
-    optimizer = keras.optimizers.AdamW(learning_rate(config, steps), weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate(config, steps), weight_decay=config.weight_decay,
+                                       use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
     # compile
     model.compile(optimizer=optimizer, loss=loss, metrics=[miou, *losses.term_metrics(loss)],
                   jit_compile=config.jit_compile)
@@ -219,12 +220,22 @@ class KerasRecorderCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def weights_to_keep(model) -> list:
+    """`model.get_weights()`, with the optimizer's moving averages in place of the trainable weights
+    when it keeps them (`--ema`); BatchNorm statistics stay those of the current weights."""
+    optimizer = getattr(model, "optimizer", None)
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_model_variables_moving_average", None):
+        return model.get_weights()
+    averages = {id(v): a for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
+    return [np.asarray(averages.get(id(v), v)) for v in model.weights]
+
+
 def save_keras_atomic(model, path: Path):
     """Save the model without optimizer state (a third of the size; Keras 3 always includes it
     for a compiled model), under a temporary name, then rename."""
     tmp = path.with_name(".tmp-" + path.name)
     clone = model.__class__.from_config(model.get_config())  # not clone_model: that compiles the copy
-    clone.set_weights(model.get_weights())
+    clone.set_weights(weights_to_keep(model))
     clone.save(tmp)
     tmp.replace(path)
 
@@ -308,8 +319,10 @@ def train(config, args, run_dir, resume_epoch, checkpoint, train_raw, val_raw, i
         save_checkpoint=lambda path: model.save(path),
         save_best=lambda folder: save_keras_atomic(model, folder / "model.keras"),
         checkpoint_suffix=".keras", steps_per_epoch=steps, global_batch=global_batch, patience=config.patience,
-        history=history, writer=writer)
-    callbacks = [KerasRecorderCallback(recorder)]
+        history=history, writer=writer, keep=config.keep)
+    # Validation (inside fit, before on_epoch_end) sees the averaged weights; training goes on with its own.
+    callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema else []
+    callbacks.append(KerasRecorderCallback(recorder))
     if writer:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
 

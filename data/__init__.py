@@ -6,6 +6,7 @@ yields `(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` with 255 = ignor
 `info` holds class names, colours and the file list. See data/common.py.
 """
 
+import dataclasses
 import os
 
 # Before TensorFlow is first imported: for `python -m data.verify` this package is imported before the
@@ -33,7 +34,18 @@ def load_dataset(name: str, data_dir=None, split: str = "train", **options):
     """(dataset, info) for dataset `name`; options go to that dataset's loader."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-    return DATASETS[name](data_dir=data_dir, split=split, **options)
+    parts = split.split("+")
+    if len(parts) == 1:
+        return DATASETS[name](data_dir=data_dir, split=split, **options)
+    # "train+val": the splits one after the other, as one split (the published protocol trains on both).
+    if "" in parts or len(set(parts)) != len(parts):
+        raise UserError(f"{name}: split {split!r} must name different splits joined by '+', e.g. 'train+val'")
+    loaded = [DATASETS[name](data_dir=data_dir, split=part, **options) for part in parts]
+    ds = loaded[0][0]
+    for part_ds, _ in loaded[1:]:
+        ds = ds.concatenate(part_ds)
+    info = dataclasses.replace(loaded[0][1], split=split, files=sum((i.files for _, i in loaded), ()))
+    return ds, info
 
 
 __all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "data_errors_as_user_errors",

@@ -18,16 +18,22 @@ import inspect
 
 from errors import UserError
 from losses.class_weights import class_weights_from_counts
-from losses.keras_losses import (BCE, CCE, BinaryDice, Dice, FocalTversky, LossTerm, SegLoss, SumOfLosses,
+from losses.keras_losses import (BCE, CCE, BinaryDice, Dice, FocalTversky, LossTerm, OhemCCE, SegLoss, SumOfLosses,
                                  Tversky, check_num_classes, check_range, term_metrics)
 
 __all__ = ["LOSSES", "get_loss", "term_metrics", "class_weights_from_counts", "SegLoss", "SumOfLosses",
-           "LossTerm", "Tversky", "Dice", "FocalTversky", "CCE", "BCE", "BinaryDice"]
+           "LossTerm", "OhemCCE", "Tversky", "Dice", "FocalTversky", "CCE", "BCE", "BinaryDice"]
 
 
 def build_cce(num_classes, ignore_index=255, class_weights=None):
     """Categorical cross-entropy, mean over valid pixels (class weights weight pixels)."""
     return CCE(num_classes, ignore_index=ignore_index, class_weights=class_weights)
+
+
+def build_ohem_cce(num_classes, ignore_index=255, class_weights=None, threshold=0.7, min_kept=1 / 16):
+    """Cross-entropy over the hard pixels: true-class probability <= threshold, at least min_kept of them."""
+    return OhemCCE(num_classes, threshold=threshold, min_kept=min_kept, ignore_index=ignore_index,
+                   class_weights=class_weights)
 
 
 def build_dice(num_classes, ignore_index=255, class_weights=None, smooth=1e-5):
@@ -80,6 +86,7 @@ def build_bce_dice(num_classes=1, ignore_index=255, class_weights=None, smooth=1
 
 LOSSES = {
     "cce": build_cce,
+    "ohem_cce": build_ohem_cce,
     "dice": build_dice,
     "tversky": build_tversky,
     "focal_tversky": build_focal_tversky,

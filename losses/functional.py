@@ -127,6 +127,29 @@ def cce_loss(y_true, y_pred, num_classes, ignore_index=255, class_weights=None):
     return _weighted_pixel_mean(ce, labels, valid, class_weights)
 
 
+def ohem_cce_loss(y_true, y_pred, num_classes, threshold=0.7, min_kept=1 / 16, ignore_index=255,
+                  class_weights=None):
+    """Online hard example mining cross-entropy (Shrivastava et al. 2016; as trained in BiSeNet and DDRNet):
+    the cross-entropy of `cce_loss` averaged over the hard pixels only.
+
+        hard_i = [p_{y_i} <= t],   t = max(threshold, p_(k)),   k = ceil(min_kept * V)
+
+    where p_{y_i} is the softmax probability of the true class, V the number of valid pixels in the batch and
+    p_(k) the k-th smallest such probability: pixels the model already gets right with probability above
+    `threshold` are dropped, but at least a `min_kept` share of the valid pixels (the hardest) always counts.
+    The selection is not differentiated. Class weights weight the kept pixels as in `cce_loss`.
+    """
+    logits, labels, valid = _flatten(y_true, y_pred, num_classes, num_classes, ignore_index)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    p_true = tf.where(valid, tf.exp(-tf.stop_gradient(ce)), 2.0)  # invalid pixels sort last
+    num_valid = tf.reduce_sum(tf.cast(valid, tf.int32))
+    k = tf.clip_by_value(tf.cast(tf.math.ceil(min_kept * tf.cast(num_valid, tf.float32)), tf.int32), 1,
+                         tf.maximum(num_valid, 1))
+    kth_smallest = -tf.math.top_k(-p_true, k, sorted=False).values  # the k smallest, in any order
+    cut = tf.maximum(threshold, tf.reduce_max(kth_smallest))
+    return _weighted_pixel_mean(ce, labels, valid & (p_true <= cut), class_weights)
+
+
 def bce_loss(y_true, y_pred, ignore_index=255, class_weights=None):
     """Binary cross-entropy from one sigmoid logit x per pixel, labels y in {0, 1}:
 

@@ -208,6 +208,32 @@ class CCE(SegLoss):
                 "class_weights": self.class_weights, "name": self.name}
 
 
+@register
+class OhemCCE(SegLoss):
+    """Cross-entropy over the hard pixels only (online hard example mining); see `functional.ohem_cce_loss`.
+
+    threshold in (0, 1]: pixels whose true-class probability is above it are dropped; min_kept in (0, 1]:
+    the share of valid pixels (the hardest) that always counts.
+    """
+
+    def __init__(self, num_classes, threshold=0.7, min_kept=1 / 16, ignore_index=255, class_weights=None,
+                 name="ohem_cce"):
+        super().__init__(name=name)
+        self.num_classes = check_num_classes(num_classes, binary=False)
+        self.threshold = check_range("threshold", threshold, 0.0, 1.0, low_open=True)
+        self.min_kept = check_range("min_kept", min_kept, 0.0, 1.0, low_open=True)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.class_weights = check_class_weights(class_weights, self.num_classes)
+
+    def call(self, y_true, y_pred):
+        return F.ohem_cce_loss(y_true, y_pred, self.num_classes, self.threshold, self.min_kept, self.ignore_index,
+                               self.class_weights)
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "threshold": self.threshold, "min_kept": self.min_kept,
+                "ignore_index": self.ignore_index, "class_weights": self.class_weights, "name": self.name}
+
+
 # --------------------------------------------------------------------------------------------- binary
 
 

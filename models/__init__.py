@@ -13,6 +13,7 @@ import keras
 
 from errors import UserError
 from models.blocks import SKIPS
+from models.ddrnet import build_ddrnet
 from models.mobilenetv2_pix2pix import build_mobilenetv2_pix2pix
 from models.mobilenetv3_lraspp import build_mobilenetv3_lraspp
 from models.resnet34_unet import build_resnet34_unet
@@ -20,6 +21,7 @@ from models.unet_tf import build_unet_tf
 from models.vgg16_unet import build_vgg16_unet
 
 MODELS = {
+    "ddrnet": build_ddrnet,
     "mobilenetv2_pix2pix": build_mobilenetv2_pix2pix,
     "mobilenetv3_lraspp": build_mobilenetv3_lraspp,
     "resnet34_unet": build_resnet34_unet,

@@ -204,3 +204,23 @@ class BilinearUpsample(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of `x` to the height and width of `reference`: called on [x, reference].
+
+    For maps whose sizes are not a fixed multiple of each other (a stride-64 map of an input whose side is
+    a multiple of 32 only), and for inputs whose H, W are known only at run time.
+    """
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        x, reference = inputs
+        out = tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
+        return tf.cast(out, self.compute_dtype)  # tf.image.resize returns float32
+
+    def compute_output_shape(self, input_shapes):
+        (n, _, _, c), (_, h, w, _) = input_shapes
+        return (n, h, w, c)

@@ -21,6 +21,7 @@ from models.unet_tf import AdamTF, UNetTF, export_savedmodel, make_train_step
 NUM_CLASSES = 3
 SIZES = ((64, 64), (96, 128))
 CASES = [
+    ("ddrnet", {}),
     ("mobilenetv2_pix2pix", {"alpha": 0.35}),
     ("mobilenetv3_lraspp", {}),
     ("mobilenetv3_lraspp", {"variant": "small", "minimalistic": True}),
@@ -114,7 +115,9 @@ def check_model(name, tmp_path, **options):
         mixed = build_model(name, NUM_CLASSES, **options)
         images, _ = make_batch(*SIZES[0])
         if isinstance(mixed, keras.Model):  # the policy did reach the layers ...
-            assert mixed.get_layer("encoder").layers[-1].compute_dtype == "bfloat16"
+            names = [layer.name for layer in mixed.layers]
+            inner = mixed.get_layer("encoder").layers[-1] if "encoder" in names else mixed.layers[-2]
+            assert inner.compute_dtype == "bfloat16"
         else:  # the tf.Module has no policy; it casts whatever it gets to float32
             assert mixed(tf.cast(images, tf.bfloat16)).dtype == tf.float32
         assert mixed(images, training=False).dtype == tf.float32  # ... but logits stay float32
@@ -142,13 +145,13 @@ def test_model(name, options, tmp_path):
 
 def test_registry_names_every_model():
     assert sorted(models.MODELS) == [
-        "mobilenetv2_pix2pix", "mobilenetv3_lraspp", "resnet34_unet", "unet_tf", "vgg16_unet"
+        "ddrnet", "mobilenetv2_pix2pix", "mobilenetv3_lraspp", "resnet34_unet", "unet_tf", "vgg16_unet"
     ]
     assert models.DEFAULT_MODEL == "mobilenetv2_pix2pix"
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(UserError, match=r"unknown model 'unet3'; choose from \['mobilenetv2_pix2pix', "):
+    with pytest.raises(UserError, match=r"unknown model 'unet3'; choose from \['ddrnet', 'mobilenetv2_pix2pix', "):
         build_model("unet3", NUM_CLASSES)
 
 

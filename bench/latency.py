@@ -3,7 +3,7 @@
     python -m bench.latency --model runs/sample-mobilenetv2_pix2pix-... exported/sample exported/sample.tflite \\
         --image-size 360 480 --threads 2 --runs 30
 
-Each model is loaded with inference.load_predictor, as evaluate.py and predict.py load it, and
+Each model is loaded with segkit.inference.load_predictor, as evaluate.py and predict.py load it, and
 timed on one image of --image-size through `Predictor.logits` (padding to a multiple of 32 or,
 for a fixed-size TFLite file, resizing to its size and back, included). Warm-up calls are left
 out. Several models are timed in turn, one call each per round, so a machine whose load
@@ -13,7 +13,7 @@ image, frames per second (1000 / median) and the median CPU time per image over 
 
 --threads sets TensorFlow's intra-op threads (Keras, SavedModel) and the TFLite interpreter's
 threads. SEGKIT_TFLITE_RUNTIME / SEGKIT_TFLITE_XNNPACK choose the TFLite runtime and kernels
-(see tflite_infer.py); --tflite-runtime and --xnnpack set them for this run.
+(see segkit/tflite_runtime.py); --tflite-runtime and --xnnpack set them for this run.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
 from errors import UserError
-from evaluate import add_tta_flags, check_scales
+from segkit import cli
+from segkit.fileio import size_of
 
 
 def parse_args(argv):
@@ -44,23 +44,16 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per model (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    add_tta_flags(parser)  # timed as evaluate.py/predict.py run them
+    cli.add_tta_flags(parser)  # timed as evaluate.py/predict.py run them
     parser.add_argument("--tflite-runtime", choices=("tf", "litert"), help="TFLite runtime (default tf)")
     parser.add_argument("--xnnpack", choices=("auto", "on", "off"),
                         help="TFLite XNNPACK delegate (default auto: on for int8 files only)")
     return parser.parse_args(argv)
 
 
-def file_size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
 def run_size(predictor, size) -> tuple:
     """The (H, W) the model computes at for an image of `size`."""
-    from inference import MULTIPLE
+    from segkit.loading import MULTIPLE
 
     if predictor.fixed_size is not None:
         return tuple(predictor.fixed_size)
@@ -107,11 +100,11 @@ def main(argv=None) -> int:
     # Before TensorFlow runs anything: the thread pools are made on first use.
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from inference import load_predictor
+    from segkit.inference import load_predictor
 
     predictors = [load_predictor(path, num_threads=args.threads) for path in args.model]
     image = np.random.default_rng(0).integers(0, 256, (*args.image_size, 3)).astype(np.float32) / 255
-    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=check_scales(args.scales))
+    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=cli.check_scales(args.scales))
 
     h, w = args.image_size
     tta = "" if args.tta == "none" and args.scales == [1.0] else f", --tta {args.tta} --scales {' '.join(map(str, args.scales))}"
@@ -122,7 +115,7 @@ def main(argv=None) -> int:
         cpu = statistics.median(c for _, c in samples)
         at = "x".join(str(s) for s in run_size(predictor, args.image_size))
         name = path if len(path) <= 48 else "..." + path[-45:]
-        print(f"{name:<48} {describe(predictor):<14} {at:>9} {file_size(predictor.path) / 1e6:6.1f} "
+        print(f"{name:<48} {describe(predictor):<14} {at:>9} {size_of(predictor.path) / 1e6:6.1f} "
               f"{wall * 1e3:8.1f} {1 / wall:9.2f} {cpu * 1e3:8.1f}")
     return 0
 

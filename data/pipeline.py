@@ -8,6 +8,10 @@ at their own size into batches a model can take:
   bilinearly and the mask with nearest neighbour, both with the same random numbers,
   so they stay aligned. Random numbers come from stateless ops seeded by
   `Dataset.random(seed)`, so two runs with the same seed see the same batches.
+  `training_stream` is the endless version a training run reads: pass p is shuffled with a seed
+  of (seed, p) and example i of it is augmented with the seed (seed, p * N + i), so batch k is the
+  same whichever batch the stream starts at, and a resumed run sees exactly the batches of a run
+  that was never stopped.
 - evaluation: no randomness. With `image_size` the pair is resized (mask nearest);
   without it each pair is padded on the bottom/right to a multiple of 32 (mask 255),
   so the model sees every pixel at its own resolution and padding is ignored.
@@ -71,24 +75,24 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
     return image, mask
 
 
+def _train_example(image, mask, pair_seed, image_size, scale_range, augment_data):
+    if augment_data:
+        return augment(image, mask, pair_seed, image_size, scale_range)
+    return resize_pair(image, mask, image_size)
+
+
 def prepare(ds: tf.data.Dataset, *, training: bool, batch_size: int, image_size=None, seed: int = 0,
             scale_range=(0.5, 2.0), shuffle_buffer: int = 1000, augment_data: bool = True) -> tf.data.Dataset:
-    """Batches of (float32 (B, H, W, 3), int32 (B, H, W)) for training or evaluation."""
+    """Batches of (float32 (B, H, W, 3), int32 (B, H, W)) for training or evaluation: one pass."""
     if training:
         if image_size is None:
             raise ValueError("training needs an image_size to crop to")
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
-
-        def train_map(example, pair_seed):
-            image, mask = example
-            if augment_data:
-                return augment(image, mask, pair_seed, image_size, scale_range)
-            image, mask = resize_pair(image, mask, image_size)
-            return image, mask
-
-        ds = ds.map(train_map, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda example, pair_seed: _train_example(*example, pair_seed, image_size, scale_range,
+                                                              augment_data),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.batch(batch_size, drop_remainder=True)
     elif image_size is not None:
         ds = ds.map(lambda i, m: resize_pair(i, m, image_size), num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -97,3 +101,34 @@ def prepare(ds: tf.data.Dataset, *, training: bool, batch_size: int, image_size=
         ds = ds.map(pad_to_multiple, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.padded_batch(batch_size, padding_values=(0.0, IGNORE))
     return ds.prefetch(AUTOTUNE)
+
+
+def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: int = 0, scale_range=(0.5, 2.0),
+                    start_batch: int = 0, shuffle_buffer: int = 1000, augment_data: bool = True) -> tf.data.Dataset:
+    """Endless training batches, starting at batch `start_batch` of the stream (see the module docstring).
+
+    Every pass over `ds` yields len(ds) // batch_size full batches (the rest of the pass is dropped), so
+    batch k is batch k % per_pass of pass k // per_pass. Starting later skips the examples before it
+    without augmenting them.
+    """
+    count = int(ds.cardinality())
+    if count < 0:
+        count = sum(1 for _ in ds)
+    per_pass = count // batch_size
+    if per_pass < 1:
+        raise ValueError(f"{count} examples make no batch of {batch_size}")
+    first_pass, skip = divmod(int(start_batch), per_pass)
+    seed = tf.constant(seed, tf.int64)
+
+    def one_pass(index, skip_examples):
+        shuffled = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + index, reshuffle_each_iteration=False)
+        numbered = tf.data.Dataset.zip((shuffled, tf.data.Dataset.range(count))).skip(skip_examples)
+        examples = numbered.map(
+            lambda example, position: _train_example(*example, tf.stack([seed, index * count + position]),
+                                                     image_size, scale_range, augment_data),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
+        return examples.batch(batch_size, drop_remainder=True)
+
+    passes = tf.data.Dataset.range(first_pass, 2 ** 62).map(
+        lambda index: (index, tf.where(index == first_pass, tf.constant(skip * batch_size, tf.int64), 0)))
+    return passes.flat_map(one_pass).prefetch(AUTOTUNE)

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 import data
-import train
+from segkit import splits
+from segkit.config import TrainConfig
 from data.common import shard_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,17 +59,17 @@ def test_shard_files_leaves_too_few_files_and_generated_data_alone(trees):
 
 def test_worker_share(trees):
     root = trees.camvid_segnet()
-    config = train.TrainConfig(dataset="camvid", data_dir=str(root))
+    config = TrainConfig(dataset="camvid", data_dir=str(root))
     second = {"num_workers": 2, "rank": 1}
     raw, _ = data.load_dataset("camvid", root, "test")
-    part, how = train.worker_share(config, second, "test", raw)
+    part, how = splits.worker_share(config, second, "test", raw)
     assert how == "files" and len(images_of(part)) == 1
-    assert train.worker_share(config, second, "test", raw, min_examples=2) == (raw, "data")  # 1 file < 2
-    assert train.worker_share(config, {"num_workers": 1, "rank": 0}, "test", raw) == (raw, "none")
-    shapes_config = train.TrainConfig(dataset="shapes")
+    assert splits.worker_share(config, second, "test", raw, min_examples=2) == (raw, "data")  # 1 file < 2
+    assert splits.worker_share(config, {"num_workers": 1, "rank": 0}, "test", raw) == (raw, "none")
+    shapes_config = TrainConfig(dataset="shapes")
     shapes, _ = data.load_dataset("shapes")
-    assert train.worker_share(shapes_config, second, "train", shapes) == (shapes, "data")
-    policies = {how: train.with_shard_policy(raw, how).options().experimental_distribute.auto_shard_policy
+    assert splits.worker_share(shapes_config, second, "train", shapes) == (shapes, "data")
+    policies = {how: splits.with_shard_policy(raw, how).options().experimental_distribute.auto_shard_policy
                 for how in ("files", "data")}
     assert policies == {"files": tf.data.experimental.AutoShardPolicy.OFF,
                         "data": tf.data.experimental.AutoShardPolicy.DATA}

@@ -1,4 +1,4 @@
-"""export.py: SavedModel and TFLite (float32, fp16, int8) exports of a small trained run, checked against
+"""segkit.export: SavedModel and TFLite (float32, fp16, int8) exports of a small trained run, checked against
 the Keras model; every registry model converts; a failed check or bad input leaves nothing behind."""
 
 import json
@@ -10,16 +10,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import cli
-import evaluate
-import export
-import inference
 import models
-import predict
-import tflite_infer
-import train
 from errors import UserError
-from tests.test_scripts import TINY, write_camvid_layout
+from segkit import export, inference, scoring
+from segkit import tflite_runtime as tflite_infer
+from segkit.export import check, source, tflite
+from segkit.loading import SIDECAR
+from segkit.trainer import train
+from tests.test_scripts import predict_paths, run_script, tiny_config, write_camvid_layout
 
 SIZE = (64, 96)  # the generated images' size: the TFLite files see them unresized
 
@@ -28,8 +26,7 @@ SIZE = (64, 96)  # the generated images' size: the TFLite files see them unresiz
 def run(tmp_path_factory):
     data_dir = write_camvid_layout(tmp_path_factory.mktemp("data") / "camvid")
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    assert train.main(["--dataset", "camvid", "--data-dir", str(data_dir), *TINY, "--epochs", "1",
-                       "--steps-per-epoch", "40", "--num-samples", "0", "--run-dir", str(run_dir)]) == 0
+    train(tiny_config(data_dir, epochs=1, steps_per_epoch=40, num_samples=0, run_dir=str(run_dir)))
     return run_dir
 
 
@@ -37,11 +34,12 @@ def run(tmp_path_factory):
 def exports(run, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
     paths = {"savedmodel": out / "savedmodel"}
-    assert export.main(["--model", str(run), "--format", "savedmodel", "--out", str(paths["savedmodel"])]) == 0
+    export.export_model(run, "savedmodel", paths["savedmodel"])
     for quantize in ("none", "fp16", "int8"):
         paths[quantize] = out / f"model_{quantize}.tflite"
-        assert export.main(["--model", str(run), "--format", "tflite", "--quantize", quantize, "--image-size",
-                            *map(str, SIZE), "--calibration-images", "12", "--out", str(paths[quantize])]) == 0
+        result = export.export_model(run, "tflite", paths[quantize], quantize=quantize, image_size=SIZE,
+                                     calibration_count=12)
+        assert result.out == paths[quantize] and result.size_bytes == paths[quantize].stat().st_size
     return paths
 
 
@@ -68,7 +66,7 @@ def test_savedmodel_signature(exports, keras_logits):
 
 def test_sidecars_carry_the_classes(run, exports):
     classes = json.loads((run / "config.json").read_text())["dataset_info"]["class_names"]
-    assert (exports["savedmodel"] / export.SIDECAR).is_file()
+    assert (exports["savedmodel"] / SIDECAR).is_file()
     for key, path in exports.items():
         predictor = inference.load_predictor(path)
         assert predictor.class_names == classes, key
@@ -106,22 +104,22 @@ def test_interpreter_choice(exports, monkeypatch):
         tflite_infer.make_interpreter(exports["none"])
 
 
-def miou(model_path, capsys) -> float:
-    assert evaluate.main(["--model", str(model_path), "--json"]) == 0  # dataset and classes from the sidecar
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["miou"]
+def miou(model_path) -> float:
+    evaluation = scoring.evaluate_model(model_path)  # dataset and classes from the sidecar
+    return scoring.as_json(evaluation.report, evaluation.count)["miou"]
 
 
-def test_evaluate_parity(run, exports, capsys):
-    reference = miou(run, capsys)
+def test_evaluate_parity(run, exports):
+    reference = miou(run)
     assert 0 < reference <= 1
     for key, tolerance in (("savedmodel", 1e-3), ("none", 1e-3), ("fp16", 1e-3), ("int8", 0.02)):
-        assert miou(exports[key], capsys) == pytest.approx(reference, abs=tolerance), key
+        assert miou(exports[key]) == pytest.approx(reference, abs=tolerance), key
 
 
 def test_predict_with_int8_tflite(run, exports, keras_logits, tmp_path):
     image = np.random.default_rng(2).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "x.png")
-    assert predict.main(["--model", str(exports["int8"]), str(tmp_path / "x.png"), "--out", str(tmp_path / "p")]) == 0
+    assert len(predict_paths(exports["int8"], [tmp_path / "x.png"], tmp_path / "p")) == 1
     mask = Image.open(tmp_path / "p" / "x_mask.png")
     colors = json.loads((run / "config.json").read_text())["dataset_info"]["colors"]
     assert mask.size == (SIZE[1], SIZE[0]) and mask.getpalette()[:6] == [*colors[0], *colors[1]]
@@ -152,32 +150,32 @@ def test_every_model_converts(name, options, tmp_path):
     model = models.build_model(name, 3, **options)
     if name == "unet_tf":  # exported from its SavedModel, as a unet_tf run keeps it
         models.unet_tf.export_savedmodel(model, tmp_path / "saved_model")
-        source = export.load_source(tmp_path / "saved_model")
+        src = source.load_source(tmp_path / "saved_model")
     else:
-        model = export.float32_model(model)
-        weights = export.keras_variables(model)
-        source = export.Source("keras", tmp_path, lambda x: model(x, training=False), weights, None)
-    (tmp_path / "m.tflite").write_bytes(export.tflite_bytes(source, (32, 64), "none"))
+        model = source.float32_model(model)
+        weights = source.keras_variables(model)
+        src = source.Source("keras", tmp_path, lambda x: model(x, training=False), weights, None)
+    (tmp_path / "m.tflite").write_bytes(tflite.tflite_bytes(src, (32, 64), "none"))
     run_tflite, fixed = tflite_infer.tflite_batch_fn(tmp_path / "m.tflite")
     assert fixed == (32, 64)
     image = np.random.default_rng(3).random((1, 32, 64, 3)).astype(np.float32)
-    reference = np.asarray(source.forward(tf.constant(image)))
+    reference = np.asarray(src.forward(tf.constant(image)))
     got = run_tflite(image)
     assert got.shape == (1, 32, 64, 3)
     assert np.max(np.abs(got - reference)) <= 1e-3 * max(1.0, np.max(np.abs(reference)))
-    assert export.agreement(reference, got) >= 0.999
+    assert check.agreement(reference, got) >= 0.999
 
 
-def test_failed_check_writes_nothing(run, exports, tmp_path, monkeypatch, capsys):
+def test_failed_check_writes_nothing(run, exports, tmp_path, monkeypatch):
     out = tmp_path / "model.tflite"
     previous = exports["none"].read_bytes()
     out.write_bytes(previous)  # an earlier export at the same place survives a failed one
     # A broken conversion: asked for float32, the converter hands back the int8 file (logits off by ~0.5).
     monkeypatch.setattr(export, "tflite_bytes", lambda *args, **kwargs: exports["int8"].read_bytes())
-    code = cli.run(export.main, ["--model", str(run), "--format", "tflite", "--image-size", *map(str, SIZE),
-                                 "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "disagrees" in err[0], err
+    with pytest.raises(UserError) as caught:
+        export.export_model(run, "tflite", out, image_size=SIZE)
+    err = str(caught.value).splitlines()
+    assert len(err) == 1 and "disagrees" in err[0], err
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 
@@ -190,30 +188,42 @@ def test_failed_check_writes_nothing(run, exports, tmp_path, monkeypatch, capsys
     (["--format", "savedmodel", "--quantize", "int8", "--out", "sm"], "applies to --format tflite only"),
     (["--format", "tflite", "--image-size", "100", "96", "--out", "x.tflite"], "multiples of 32"),
 ])
-def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
+def test_bad_input_is_one_line(run, tmp_path, args, message):
     argv = args if "--model" in args else ["--model", str(run), *args]
     argv = [str(tmp_path / a) if a.startswith("x.") or a == "sm" else a for a in argv]
-    assert cli.run(export.main, argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    at = argv.index("--image-size") if "--image-size" in argv else None
+    size = at and tuple(int(v) for v in argv[at + 1:at + 3])
+    flags = dict(zip(argv[::2], argv[1::2])) if at is None else dict(zip(argv[:at:2], argv[1:at:2]),
+                                                                      **dict(zip(argv[at + 3::2], argv[at + 4::2])))
+    with pytest.raises(UserError) as caught:
+        export.export_model(flags["--model"], flags["--format"], flags["--out"], quantize=flags.get("--quantize", "none"),
+                            image_size=size)
+    err = str(caught.value).splitlines()
+    assert len(err) == 1 and message in err[0], err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_keras_format_for_shipping(run, tmp_path, capsys):
+def test_export_script_one_line(run, tmp_path):
+    """The script itself: one 'error:' line and exit status 2 for a bad flag, the check line when it works."""
+    bad = run_script("export.py", "--model", str(run), "--format", "onnx", "--out", str(tmp_path / "x.onnx"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --format must be one of")
+    good = run_script("export.py", "--model", str(run), "--format", "keras", "--out", str(tmp_path / "m.keras"))
+    assert good.returncode == 0, good.stderr[-1500:]
+    assert "mask agreement 1.0000" in good.stdout and f"wrote {tmp_path / 'm.keras'}" in good.stdout
+
+
+def test_keras_format_for_shipping(run, tmp_path):
     """--format keras: a float32 .keras without optimizer state, its classes beside it, same numbers."""
     import keras
 
     out = tmp_path / "ship" / "model.keras"
-    assert export.main(["--model", str(run), "--format", "keras", "--out", str(out)]) == 0
+    export.export_model(run, "keras", out)
     shipped = keras.saving.load_model(out)  # plain load: no custom_objects
     assert getattr(shipped, "optimizer", None) is None and not shipped.compiled
     assert out.stat().st_size < 0.5 * next((run / "checkpoints").glob("epoch_*.keras")).stat().st_size
     assert json.loads(out.with_suffix(".json").read_text())["dataset_info"]["class_names"][0] == "Sky"
-    assert miou(out, capsys) == pytest.approx(miou(run, capsys), abs=1e-6)
-    for args, message in ((["--quantize", "int8"], "apply to --format tflite only"),
-                          (["--out", str(tmp_path / "x.tflite")], "must be a .keras file")):
-        argv = ["--model", str(run), "--format", "keras", "--out", str(out), *args]
-        if "--out" in args:
-            argv = ["--model", str(run), "--format", "keras", *args]
+    assert miou(out) == pytest.approx(miou(run), abs=1e-6)
+    for kwargs, message in (({"quantize": "int8"}, "apply to --format tflite only"),
+                            ({"out": tmp_path / "x.tflite"}, "must be a .keras file")):
         with pytest.raises(UserError, match=message):
-            export.main(argv)
+            export.export_model(run, "keras", **{"out": out, **kwargs})

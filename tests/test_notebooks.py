@@ -4,6 +4,7 @@ All notebooks run once (module fixture) through notebooks.run_all, in order, as 
 does; 03 exports the run that 02 trained.
 """
 
+import ast
 import re
 import sys
 
@@ -17,8 +18,25 @@ EXPECTED = ["01_explore_data.ipynb", "02_train_and_evaluate.ipynb", "03_export_a
             "04_compare_losses.ipynb"]
 
 
+# Scripts are thin wrappers that nothing imports (house style 14), and the loose root modules moved into segkit/.
+NOT_IMPORTABLE = {"train", "evaluate", "predict", "export", "cli", "config", "inference", "run_folder", "runtime",
+                  "visualize", "tflite_infer", "train_unet_tf"}
+
+
 def code_cells(nb):
     return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def imported_modules(source):
+    """Top-level names of the modules a cell imports (IPython magics and shell lines left out)."""
+    python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    names = set()
+    for node in ast.walk(ast.parse(python)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def test_the_notebooks_are_found_in_order():
@@ -39,6 +57,9 @@ def test_committed_notebook_is_clean(path):
     # House style 13: notebooks use the packages; they define no model, layer or loss of their own.
     for cell in cells:
         assert not re.search(r"^\s*class\s", cell.source, re.M) and "keras.layers." not in cell.source, cell.source
+    # House style 14: they call the library (segkit, data, models, losses, metrics), never a script or a removed module.
+    for cell in cells:
+        assert not imported_modules(cell.source) & NOT_IMPORTABLE, cell.source
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
 from data import camvid
+from segkit import scoring
 from tests.test_scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +41,8 @@ def test_predict_a_street_photo(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_sample_val_miou(name, capsys):
-    assert evaluate.main(["--model", str(PRETRAINED / name), "--dataset", "sample", "--split", "val",
-                          "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_sample_val_miou(name):
+    evaluation = scoring.evaluate_model(PRETRAINED / name, dataset="sample", split="val")
+    result = scoring.as_json(evaluation.report, evaluation.count)
     assert result["num_images"] == 32
     assert result["miou"] >= MODELS[name], result["per_class_iou"]

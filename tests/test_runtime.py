@@ -1,4 +1,4 @@
-"""runtime.py: which precision and strategy each kind of machine gets, and how TF_CONFIG is read.
+"""segkit.runtime: which precision and strategy each kind of machine gets, and how TF_CONFIG is read.
 
 The hardware is faked by monkeypatching: a cpuinfo file written here, and TensorFlow's GPU list.
 """
@@ -9,7 +9,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-import runtime
+from segkit import runtime
 from errors import UserError
 
 AMD_ZEN4_FLAGS = "fpu sse2 avx2 avx512f avx512bw avx512vl avx512_bf16 avx512_vnni"

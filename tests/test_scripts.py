@@ -1,8 +1,11 @@
-"""train.py, evaluate.py and predict.py end to end on a small generated CamVid-layout dataset."""
+"""Training, evaluation and prediction end to end on a small generated CamVid-layout dataset: through the
+library (segkit.trainer, segkit.scoring, segkit.predicting) and, where the command line itself is the
+subject (exit codes, one-line errors, SIGKILL and --resume), through the scripts in a subprocess."""
 
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,15 +16,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
-import predict
-import run_folder
-import train
 from data import shapes
+from errors import UserError
+from segkit import predicting, run_folder, scoring, trainer
+from segkit.config import TrainConfig
+from segkit.inference import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "64", "64", "--batch-size", "4",
         "--precision", "float32", "--num-samples", "2", "--lr", "3e-3"]
+# The same settings as a config, for the library.
+TINY_CONFIG = dict(model="mobilenetv2_pix2pix", alpha=0.35, image_size=(64, 64), batch_size=4, precision="float32",
+                   num_samples=2, lr=3e-3)
+
+
+def tiny_config(data_dir, **changes) -> TrainConfig:
+    return TrainConfig(**{"dataset": "camvid", "data_dir": str(data_dir), **TINY_CONFIG, **changes})
+
+
+def predict_paths(model, inputs, out, **options):
+    """predict.py's work through the library: every input segmented into `out`."""
+    predictor = load_predictor(model)
+    jobs = predicting.collect([str(i) for i in inputs])
+    return list(predicting.predict_jobs(predictor, jobs, out, {"tta": "none", "scales": (1.0,), **options}))
 
 
 def run_script(*args, timeout=300):
@@ -54,9 +71,8 @@ def camvid_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_run(camvid_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    code = train.main(["--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, "--epochs", "3",
-                       "--run-dir", str(run_dir)])
-    assert code == 0
+    result = trainer.train(tiny_config(camvid_dir, epochs=3, run_dir=str(run_dir)))
+    assert result.stopped == "" and result.epochs == 3
     return run_dir
 
 
@@ -84,9 +100,9 @@ def test_run_folder_describes_itself(trained_run):
     assert 0.0 < best <= 1.0
 
 
-def test_evaluate_json_and_predict_agree(trained_run, camvid_dir, tmp_path, capsys):
-    assert evaluate.main(["--model", str(trained_run), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_evaluate_json_and_predict_agree(trained_run, camvid_dir, tmp_path):
+    evaluation = scoring.evaluate_model(trained_run)
+    result = json.loads(json.dumps(scoring.as_json(evaluation.report, evaluation.count)))
     assert set(result) >= {"miou", "mean_dice", "pixel_accuracy", "per_class_iou", "confusion_matrix",
                            "class_names", "num_images"}
     assert result["num_images"] == 4
@@ -94,7 +110,7 @@ def test_evaluate_json_and_predict_agree(trained_run, camvid_dir, tmp_path, caps
     assert all(v is None or 0.0 <= v <= 1.0 for v in result["per_class_iou"].values())
     # predict.py on the same val images: masks scored by hand give the same mIoU.
     out = tmp_path / "pred"
-    assert predict.main(["--model", str(trained_run / "model.keras"), str(camvid_dir / "val"), "--out", str(out)]) == 0
+    assert len(predict_paths(trained_run / "model.keras", [camvid_dir / "val"], out)) == 4
     cm = np.zeros((11, 11), np.int64)
     for image in sorted((camvid_dir / "val").iterdir()):
         pred = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
@@ -110,9 +126,10 @@ def test_evaluate_json_and_predict_agree(trained_run, camvid_dir, tmp_path, caps
     assert (out / "f000_overlay.png").is_file()
 
 
-def test_evaluate_table_and_out(trained_run, tmp_path, capsys):
-    assert evaluate.main(["--model", str(trained_run), "--out", str(tmp_path / "ev"), "--tta", "flip"]) == 0
-    text = capsys.readouterr().out.strip().splitlines()
+def test_evaluate_table_and_out(trained_run, tmp_path):
+    evaluation = scoring.evaluate_model(trained_run, worst=6, samples=4, tta="flip")
+    scoring.write_outputs(evaluation, tmp_path / "ev")
+    text = scoring.table(evaluation.report).strip().splitlines()
     assert text[-1].startswith("mIoU: 0.") or text[-1] == "mIoU: 1.0000"
     assert any(line.startswith("Sky") for line in text)
     for name in ("metrics.json", "confusion.png", "worst.png", "samples.png"):
@@ -133,7 +150,10 @@ def test_video_every_frame(trained_run, tmp_path):
         writer.write((image[..., ::-1] * 255).astype(np.uint8))
     writer.release()
     out = tmp_path / "v"
-    assert predict.main(["--model", str(trained_run), str(video), "--out", str(out), "--smooth", "0.5"]) == 0
+    predictor = load_predictor(trained_run)
+    [(_, written, note)] = predicting.predict_jobs(predictor, predicting.collect([str(video)]), out,
+                                                   {"tta": "none", "scales": (1.0,)}, smooth=0.5)
+    assert written == [out / "clip_overlay.mp4"] and note.startswith("7 frames")
     capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
@@ -170,11 +190,25 @@ def test_resume_after_sigkill(camvid_dir, tmp_path):
     assert not list((run_dir / "checkpoints").glob(".tmp*"))
 
 
+class FakeSaver:
+    suffix = ".ckpt"
+
+    def save_checkpoint(self, path):
+        Path(path).write_text("state")
+
+    def save_model(self, path):
+        Path(path).write_text("model")
+
+    @staticmethod
+    def model_path(run_dir):
+        return Path(run_dir) / "model.fake"
+
+
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
-    recorder = run_folder.RunRecorder(
-        tmp_path, info=None, sample_images=None, sample_masks=None, predict=None,
-        save_checkpoint=lambda path: Path(path).write_text("state"), save_best=lambda folder: None,
-        checkpoint_suffix=".ckpt", steps_per_epoch=3, global_batch=2)
+    from types import SimpleNamespace
+
+    splits = SimpleNamespace(info=None, sample_images=None, sample_masks=None, steps=3, global_batch=2)
+    recorder = run_folder.RunRecorder(run_folder.Run(tmp_path), TrainConfig(), splits, FakeSaver())
     recorder.epoch_begin()
     for batch in range(3):
         assert recorder.batch_end(batch, 1.0)
@@ -233,14 +267,14 @@ def test_predict_bad_inputs_write_nothing(trained_run, tmp_path):
         assert not out.exists()
 
 
-def test_unet_tf_same_run_folder_and_scripts(camvid_dir, tmp_path, capsys):
+UNET = dict(model="unet_tf", alpha=None, base_filters=8, precision="auto", lr=1e-3, loss="tversky_cce")
+
+
+def test_unet_tf_same_run_folder_and_scripts(camvid_dir, tmp_path):
     """The raw-TF U-Net goes through train/evaluate/predict/--resume like the Keras models."""
     run_dir = tmp_path / "unet"
-    args = ["--dataset", "camvid", "--data-dir", str(camvid_dir), "--model", "unet_tf", "--base-filters", "8",
-            "--image-size", "64", "64", "--batch-size", "4", "--loss", "tversky_cce", "--num-samples", "2",
-            "--run-dir", str(run_dir)]
-    assert train.main([*args, "--epochs", "1"]) == 0
-    assert train.main(["--resume", "--run-dir", str(run_dir), "--epochs", "2"]) == 0
+    assert trainer.train(tiny_config(camvid_dir, **UNET, epochs=1, run_dir=str(run_dir))).epochs == 1
+    assert trainer.resume(run_dir, epochs=2).epochs == 2
     rows = list(csv.DictReader(open(run_dir / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:  # each term is logged, and the total is their weighted sum (lam = 0.75)
@@ -251,12 +285,11 @@ def test_unet_tf_same_run_folder_and_scripts(camvid_dir, tmp_path, capsys):
     assert (run_dir / "checkpoints" / "epoch_002" / "ckpt.index").is_file()
     assert any((run_dir / "logs").rglob("*tfevents*"))
     assert (run_dir / "samples" / "epoch_002.png").is_file()
-    capsys.readouterr()
-    assert evaluate.main(["--model", str(run_dir), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluation = scoring.evaluate_model(run_dir)
+    result = scoring.as_json(evaluation.report, evaluation.count)
     assert result["num_images"] == 4 and 0.0 <= result["miou"] <= 1.0
     out = tmp_path / "pred"
-    assert predict.main(["--model", str(run_dir), str(camvid_dir / "val" / "f000.png"), "--out", str(out)]) == 0
+    assert len(predict_paths(run_dir, [camvid_dir / "val" / "f000.png"], out)) == 1
     assert np.asarray(Image.open(out / "f000_mask.png")).shape == (64, 96)
 
 
@@ -265,22 +298,22 @@ def test_init_from_copies_weights_and_checks_fit(trained_run, camvid_dir, tmp_pa
     at the source's level after an epoch at a tiny learning rate, and one clear line when they do not fit."""
     import keras
 
-    from config import TrainConfig
     from data import camvid
+    from segkit.loop_keras import build_and_compile
 
     source = keras.saving.load_model(trained_run / "model.keras", compile=False)
     _, info = camvid.load(str(camvid_dir), "train")
     config = TrainConfig(dataset="camvid", model="mobilenetv2_pix2pix", alpha=0.35, init_from=str(trained_run))
-    model = train.build_and_compile(config, info, steps=3, weights=None)
+    model = build_and_compile(config, info, steps=3, weights=None)
     for ours, theirs in zip(model.get_weights(), source.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
 
     # end to end: one epoch at a negligible learning rate keeps the source's quality
     best_source = max(float(r["val_miou"]) for r in csv.DictReader(open(trained_run / "history.csv")))
     run_dir = tmp_path / "finetune"
-    code = train.main(["--dataset", "camvid", "--data-dir", str(camvid_dir), *TINY, "--lr", "1e-9",
-                       "--epochs", "1", "--init-from", str(trained_run / "model.keras"), "--run-dir", str(run_dir)])
-    assert code == 0
+    result = trainer.train(tiny_config(camvid_dir, lr=1e-9, epochs=1, init_from=str(trained_run / "model.keras"),
+                                       run_dir=str(run_dir)))
+    assert result.epochs == 1
     first = float(next(csv.DictReader(open(run_dir / "history.csv")))["val_miou"])
     assert first == pytest.approx(best_source, abs=0.02)
     assert json.loads((run_dir / "config.json").read_text())["config"]["init_from"] == str(trained_run / "model.keras")
@@ -295,3 +328,25 @@ def test_init_from_copies_weights_and_checks_fit(trained_run, camvid_dir, tmp_pa
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
         assert not (tmp_path / "refused").exists()
+
+
+def test_to_flags_round_trip():
+    """to_flags gives the train.py flags of a config; parsed back they make the same config."""
+    import argparse
+
+    from segkit.config import add_config_flags, config_from_args, to_flags
+
+    config = tiny_config("/data/camvid", epochs=3, encoder_frozen=True, keep="last", ema=0.999)
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    assert config_from_args(parser.parse_args(to_flags(config))) == config
+    assert to_flags(TrainConfig()) == []
+
+
+def test_help_prints_each_default_once():
+    result = run_script("train.py", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert text.count("(default: sample)") == 1
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", text)  # no flag shows two defaults
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 import keras
@@ -168,3 +169,11 @@ def worker_info() -> dict:
     is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and not chiefs)
     return {"num_workers": max(1, len(chiefs) + len(workers)), "task_type": task_type, "task_index": index,
             "rank": rank, "is_chief": is_chief}
+
+
+def library_versions() -> dict:
+    """Versions that decide a run's numbers, stored in its config.json."""
+    import numpy
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__}

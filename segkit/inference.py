@@ -1,4 +1,4 @@
-"""Logits from any saved model: a run folder, a `.keras` file, a SavedModel folder or a `.tflite` file.
+"""Predictions for images of any size from any saved model (loaded by segkit.loading).
 
     predictor = load_predictor("runs/sample-mobilenetv2_pix2pix-...")
     logits = predictor.logits(image)          # (H, W, C) float32 for one float image in [0, 1]
@@ -8,29 +8,17 @@ Whatever the format, images are padded on the bottom/right to a multiple of 32 (
 models' contract), and the logits are cropped back, so every pixel of the input gets a
 prediction at its own resolution. A TFLite file has a fixed input size: images are
 resized to it and the logits back, unless the image padded to a multiple of 32 has exactly
-that size (then it is padded as above). Class names and colours come from the run's
-config.json, from a `<model>.json` file beside a model file (as for the shipped models and
-export.py's TFLite files) or from `segkit.json` inside an exported SavedModel folder;
-without any they are numbered.
+that size (then it is padded as above). Class names and colours: see segkit.loading.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from errors import UserError
-
-MULTIPLE = 32
-
-
-def default_info(num_classes: int) -> dict:
-    from data.common import default_colors
-
-    return {"class_names": [f"class{i}" for i in range(num_classes)], "colors": [list(c) for c in default_colors(num_classes)]}
+from segkit.loading import MULTIPLE, LoadedModel, load_model
 
 
 def pad_image(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
@@ -134,98 +122,15 @@ class Predictor:
         return np.argmax(logits, axis=-1).astype(np.int32)
 
 
-def _read_info(path: Path) -> dict | None:
-    """Class names/colours from the run's config.json or the sidecar export.py writes.
-
-    A run folder: its config.json. A SavedModel folder: its segkit.json (export.py), else the
-    config.json of the run folder holding it (unet_tf's RUN/saved_model). A model file X.ext:
-    X.json beside it, else the config.json of the folder holding it.
-    """
-    if path.is_dir():
-        candidates = [path / "config.json", path / "segkit.json"]
-        if (path / "saved_model.pb").is_file():
-            candidates.append(path.parent / "config.json")
-    else:
-        candidates = [path.with_suffix(".json"), path.parent / "config.json"]
-    for candidate in candidates:
-        if candidate.is_file():
-            values = json.loads(candidate.read_text())
-            dataset = values.get("dataset_info", values)
-            if "class_names" in dataset:
-                return {"class_names": list(dataset["class_names"]), "colors": [list(c) for c in dataset["colors"]],
-                        "config": values.get("config", {})}
-    return None
-
-
-def _keras_fn(model):
-    def run(batch):
-        return np.asarray(model(tf.constant(batch, tf.float32), training=False), np.float32)
-
-    return run
-
-
-def _savedmodel_fn(path: Path):
-    loaded = tf.saved_model.load(str(path))
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise UserError(f"SavedModel {path} has no serving_default signature")
-    input_name = list(signature.structured_input_signature[1].keys())[0]
-    input_spec = signature.structured_input_signature[1][input_name]
-
-    def run(batch):
-        x = tf.constant(batch)
-        if input_spec.dtype == tf.uint8:
-            x = tf.cast(tf.round(tf.clip_by_value(x, 0, 1) * 255), tf.uint8)
-        outputs = signature(**{input_name: x})
-        if "logits" not in outputs:
-            raise UserError(f"SavedModel {path} does not return 'logits' (has {sorted(outputs)})")
-        return outputs["logits"].numpy().astype(np.float32)
-
-    run.loaded = loaded  # keep the object alive while the function is used
-    return run
-
-
-def _find_model_file(run_dir: Path) -> Path:
-    for name in ("model.keras", "saved_model", "model.tflite"):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise UserError(f"run folder {run_dir} has no model (looked for model.keras, saved_model/, model.tflite)")
-
-
 def load_predictor(path, num_threads: int | None = None) -> Predictor:
     """A Predictor for a run folder, .keras file, SavedModel folder or .tflite file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"--model {str(path)!r} does not exist")
-    info = _read_info(path)
-    model_path = path
-    if path.is_dir() and not (path / "saved_model.pb").is_file():
-        model_path = _find_model_file(path)
-    if model_path.is_dir() and (model_path / "saved_model.pb").is_file():
-        fn, kind, fixed = _savedmodel_fn(model_path), "savedmodel", None
-    elif model_path.suffix == ".keras":
-        import keras
+    return predictor_for(load_model(path, num_threads=num_threads))
 
-        import losses  # noqa: F401  (registers the custom losses/metrics for deserialisation)
-        import metrics  # noqa: F401
-        import models  # noqa: F401
-        try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot load Keras model {model_path}: {str(exc).splitlines()[0]}") from None
-        fn, kind, fixed = _keras_fn(model), "keras", None
-    elif model_path.suffix == ".tflite":
-        from tflite_infer import tflite_batch_fn
 
-        fn, fixed = tflite_batch_fn(model_path, num_threads=num_threads)
-        kind = "tflite"
-    else:
-        raise UserError(f"--model {str(path)!r} is not a run folder, .keras file, SavedModel folder or .tflite file")
-    if info is None:
-        probe = fn(np.zeros((1, *(fixed or (MULTIPLE, MULTIPLE)), 3), np.float32))
-        info = default_info(max(2, probe.shape[-1]))
-    if fixed is None and (info.get("config") or {}).get("val_image_size"):
+def predictor_for(model: LoadedModel) -> Predictor:
+    fixed = model.fixed_size
+    if fixed is None and (model.info.get("config") or {}).get("val_image_size"):
         # A run validated at a fixed size (--val-image-size) was selected at that size: predict at it too
         # (images resized to it, logits resized back); --image-size in evaluate/predict overrides it.
-        fixed = tuple(info["config"]["val_image_size"])
-    return Predictor(fn, info, kind, model_path, fixed_size=fixed)
+        fixed = tuple(model.info["config"]["val_image_size"])
+    return Predictor(model.forward, model.info, model.kind, model.path, fixed_size=fixed)

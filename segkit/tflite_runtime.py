@@ -1,40 +1,16 @@
 """Running a .tflite file as a batch function, float or quantized input alike.
 
-Which interpreter, and which kernels. Two runtimes run a .tflite file from Python here:
-TensorFlow's bundled `tf.lite.Interpreter` (deprecated, still in TF 2.21) and LiteRT's
-`ai_edge_litert.interpreter.Interpreter` (ai-edge-litert 2.3.0). Measured on this machine
-(AMD EPYC Zen 4 with AVX-512, 2 cores shared with other jobs), all configurations in one
-process invoked in turn so the machine's load hits them equally, MobileNetV2-pix2pix
-(11 classes) exported by export.py at 192x256, 1 thread, median ms per frame:
+Two runtimes run a .tflite file from Python here: TensorFlow's bundled `tf.lite.Interpreter`
+(deprecated, still in TF 2.21) and LiteRT's `ai_edge_litert.interpreter.Interpreter`. The default
+is `tf.lite.Interpreter`, with the XNNPACK delegate for quantized (int8/uint8) models and the
+built-in kernels for float ones, because on AVX-512 CPUs TensorFlow's built-in float kernels beat
+XNNPACK while XNNPACK is twice as fast for int8, and LiteRT's wheel has slower (SSE) built-in
+kernels; docs/tflite_runtimes.md holds the measurements. Fixed-size files let XNNPACK take the
+whole graph (with a dynamic input shape it is applied before the shapes are known and takes little).
 
-                               float32   fp16 weights   int8
-    tf.lite + XNNPACK             86          87          20.6
-    tf.lite, built-in kernels     54.5        60          42.6
-    LiteRT + XNNPACK              87          86          20.2
-    LiteRT, built-in kernels     121         126          44.6
-
-- Both apply the XNNPACK delegate by default (one DELEGATE node covers the whole graph of a
-  fixed-size export) and both honour `num_threads` (one more OS thread per extra thread).
-  With XNNPACK they run the same code: same time, bit-identical outputs.
-- Every op XNNPACK does not take runs on TFLite's built-in kernels, and there the wheels
-  differ: TensorFlow's are compiled for 256-bit AVX, ai-edge-litert 2.3.0's for 128-bit SSE.
-  In the tflite::, Eigen:: and ruy:: functions of their libraries (`objdump -d`, XNNPACK left
-  out) the float multiply/add instructions work on ymm registers 2,707 times and on xmm 925
-  times in TensorFlow's, 82 and 2,797 times in ai-edge-litert's. The same float model on
-  built-in kernels takes 2.2x longer under LiteRT (121 vs 54.5 ms).
-- That fits the earlier measurement (tf.lite 28 frames/s, LiteRT 13, 1 or 2 threads alike)
-  if the file had a dynamic input shape ((None, None, 3), resized at run time, which this
-  module supports): the delegate is applied when the interpreter is built, while the shapes
-  are still unknown, so XNNPACK took 5 of 116 nodes of such an export and nearly everything
-  ran on built-in kernels. Reproduced here at 224x224: 8.2 against 4.1 frames/s (66 against
-  119 ms of CPU per frame). export.py writes fixed-size files: XNNPACK takes the whole graph.
-- On this CPU TensorFlow's built-in float kernels even beat XNNPACK (54.5 vs 86 ms), while
-  for int8 XNNPACK is twice as fast (20.6 vs 42.6 ms).
-
-So the default is `tf.lite.Interpreter`, with XNNPACK for quantized (int8/uint8) models and
-the built-in kernels for float ones. Choose otherwise with the environment variables
-SEGKIT_TFLITE_RUNTIME=tf|litert and SEGKIT_TFLITE_XNNPACK=auto|on|off (or the arguments of
-`make_interpreter`); `python -m bench.latency` measures the choices on your machine.
+Choose otherwise with the environment variables SEGKIT_TFLITE_RUNTIME=tf|litert and
+SEGKIT_TFLITE_XNNPACK=auto|on|off (or the arguments of `make_interpreter`); `python -m bench.latency`
+measures the choices on your machine. Files are checked by segkit.loading before they get here.
 """
 
 from __future__ import annotations

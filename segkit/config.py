@@ -1,15 +1,16 @@
 """One flat training config. train.py's flags mirror its fields (`image_size` -> `--image-size`);
 the run folder stores it as config.json, and evaluate.py / predict.py / --resume rebuild
 everything from that file rather than from retyped flags.
+
+`add_config_flags(parser)` makes one flag per field (defaulting to None, so that only typed flags
+override), `config_from_args` applies them to a base config and `validate` checks every value.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
-from pathlib import Path
+import math
 
 from errors import UserError
 
@@ -110,7 +111,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, defaulting to None so that only typed flags override."""
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help_text = HELP.get(field.name, "") + f" (default: {field.default})"
+        help_text = HELP.get(field.name, "")
+        if "(default" not in help_text:  # a help text may say what its default means instead
+            help_text += f" (default: {field.default})"
         kind = field.type.split("|")[0].strip()
         if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -119,6 +122,25 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None,
                                 help=help_text)
+
+
+def to_flags(config: TrainConfig) -> list:
+    """The train.py flags that give `config`: one for each field that differs from TrainConfig().
+
+    Example:
+        >>> to_flags(TrainConfig(epochs=5, image_size=(64, 96)))
+        ['--image-size', '64', '96', '--epochs', '5']
+    """
+    default, flags = TrainConfig(), []
+    for field in dataclasses.fields(config):
+        value, flag = getattr(config, field.name), "--" + field.name.replace("_", "-")
+        if value == getattr(default, field.name):
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            flags += [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
+    return flags
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -131,38 +153,35 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return config
 
 
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 def validate(config: TrainConfig) -> None:
     """Check values early, naming the flag, what is allowed and what was given."""
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{_flag(field.name)} must be a finite number, got {value}")
     for key in ("image_size", "val_image_size"):
         size = getattr(config, key)
         if size is not None and (len(size) != 2 or any(s <= 0 or s % 32 for s in size)):
-            raise UserError(f"--{key.replace('_', '-')} must be two positive multiples of 32, got {list(size)}")
+            raise UserError(f"{_flag(key)} must be two positive multiples of 32, got {list(size)}")
     choices = {"lr_schedule": ("cosine", "constant", "poly"), "precision": ("auto", "float32", "bfloat16", "float16"),
                "strategy": ("auto", "none", "mirrored", "multiworker"), "keep": ("best", "last")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
-            raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
-    for key in ("epochs", "batch_size"):
-        if getattr(config, key) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
+            raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
+    for key in ("epochs", "batch_size", "steps_per_epoch"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise UserError(f"{_flag(key)} must be at least 1, got {value}")
+    for key in ("weight_decay", "warmup_epochs", "patience", "num_samples"):
+        if getattr(config, key) < 0:
+            raise UserError(f"{_flag(key)} must be at least 0, got {getattr(config, key)}")
     if not 0 <= config.ema < 1:
         raise UserError(f"--ema must be in [0, 1) (0: off), got {config.ema}")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:
         raise UserError(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {config.scale_min}, {config.scale_max}")
-
-
-def library_versions() -> dict:
-    import keras
-    import numpy
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__}
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)

@@ -1,13 +1,16 @@
 """Pictures of masks: colour masks, overlays, stitched rows with a legend, training curves.
 
 Everything works on NumPy arrays (uint8 RGB images, int masks) and PIL, so it is cheap
-enough to call every epoch; matplotlib is used only for the curves.
+enough to call every epoch; matplotlib is used only for the curves. Files are written through
+`fileio.atomic_path`, so a picture is never seen half-written.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from segkit.fileio import atomic_path
 
 IGNORE_COLOR = (0, 0, 0)
 
@@ -46,7 +49,8 @@ def palette_png(mask, colors, path) -> None:
     """Save a mask as a palette PNG: pixel values are the class indices, the palette draws them."""
     im = Image.fromarray(np.asarray(mask).astype(np.uint8), mode="P")
     im.putpalette(palette_array(colors).ravel().tolist())
-    im.save(path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def _font(size: int = 12):
@@ -91,7 +95,9 @@ def stitch(rows, class_names, colors, titles=("input", "ground truth", "predicti
 
 
 def save_image(array, path) -> None:
-    Image.fromarray(np.asarray(array)).save(path)
+    """Save a uint8 array; the format follows the file name (.png, .jpg)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array)).save(tmp)
 
 
 def plot_curves(history: list, path) -> None:
@@ -115,7 +121,8 @@ def plot_curves(history: list, path) -> None:
     ax_iou.set(xlabel="epoch", ylabel="mIoU", title="mean IoU")
     ax_iou.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
 
 
 def plot_confusion(cm, class_names, path) -> None:
@@ -137,4 +144,5 @@ def plot_confusion(cm, class_names, path) -> None:
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)

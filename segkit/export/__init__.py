@@ -1,0 +1,155 @@
+"""Exporting a trained model for serving (SavedModel), for mobile (TFLite) or for shipping (.keras),
+checked against the source: the API behind export.py.
+
+    result = export.export_model("runs/RUN", "tflite", "exported/model.tflite", quantize="int8",
+                                 image_size=(192, 256))
+    print(result.parity.agreement, result.size_bytes)
+
+By job: segkit.export.source (what is exported, in float32), .savedmodel (the serving signature),
+.tflite (conversion and int8 calibration), .check (parity against the source, tolerances). The file
+is written under a temporary name, loaded back the way evaluate.py loads it, checked, and only then
+renamed into place with its sidecar (`<name>.json`; `segkit.json` inside a SavedModel folder) holding
+the classes, the run's config and the check's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+import data
+from errors import UserError
+from segkit import fileio
+from segkit.export.check import Parity, check_images, compare, require
+from segkit.export.savedmodel import write_savedmodel
+from segkit.export.source import Source, load_source
+from segkit.export.tflite import calibration_images, tflite_bytes
+from segkit.inference import load_predictor
+from segkit.loading import SIDECAR
+
+FORMATS = ("savedmodel", "tflite", "keras")
+QUANTIZE = ("none", "fp16", "int8")
+
+
+@dataclasses.dataclass
+class ExportResult:
+    out: Path
+    size_bytes: int
+    parity: Parity
+    checked_on: str  # e.g. "4 camvid validation images at 192x256"
+    note: str = ""  # e.g. the precision change
+
+
+def check_request(fmt, out, quantize="none", image_size=None, calibration_images=64, check_count=4) -> None:
+    """Refuse an impossible request before loading anything (format, quantization, output name, sizes)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if quantize not in QUANTIZE:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
+    out = Path(out)
+    if fmt == "savedmodel":
+        if quantize != "none":
+            raise UserError(f"--quantize {quantize} applies to --format tflite only")
+        if image_size:
+            raise UserError("--image-size applies to --format tflite only (the SavedModel takes any size)")
+        if out.exists() and not (out / "saved_model.pb").is_file():
+            raise UserError(f"--out {str(out)!r} exists and is not a SavedModel; choose a new folder")
+    elif fmt == "keras":
+        if quantize != "none" or image_size:
+            raise UserError("--quantize and --image-size apply to --format tflite only")
+        if out.suffix != ".keras":
+            raise UserError(f"--out must be a .keras file for --format keras, got {str(out)!r}")
+    else:
+        if out.suffix != ".tflite":
+            raise UserError(f"--out must be a .tflite file for --format tflite, got {str(out)!r}")
+        if out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; give a .tflite file name")
+    if image_size and (len(image_size) != 2 or any(s <= 0 or s % 32 for s in image_size)):
+        raise UserError(f"--image-size must be two positive multiples of 32, got {list(image_size)}")
+    for flag, value in (("--calibration-images", calibration_images), ("--check-images", check_count)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    fileio.check_writable(out, "--out")
+
+
+def _written_by_export(sidecar: Path) -> bool:
+    try:
+        return "export" in json.loads(sidecar.read_text())
+    except (ValueError, OSError):
+        return False
+
+
+def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity) -> dict:
+    info = source.info or {}
+    payload = {"config": info.get("config", {}),
+               "export": {"source": str(source.path), "format": fmt, "quantize": quantize,
+                          "image_size": list(size) if size else None, **parity.as_dict()}}
+    if "class_names" in info:
+        payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
+    return payload
+
+
+def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) -> None:
+    if fmt == "savedmodel":
+        write_savedmodel(source, tmp)
+    elif fmt == "keras":
+        source.model.save(tmp)  # float32 and uncompiled: no optimizer state
+    else:
+        calibration = calibration_images(train_ds, size, calibration_count) if quantize == "int8" else None
+        tmp.write_bytes(tflite_bytes(source, size, quantize, calibration))
+
+
+def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=None, data_dir=None,
+                 calibration_count=64, check_count=4) -> ExportResult:
+    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`."""
+    check_request(fmt, out, quantize, image_size, calibration_count, check_count)
+    source = load_source(model)
+    run_config = (source.info or {}).get("config", {})
+    dataset_name = dataset or run_config.get("dataset")
+    if dataset_name is None:
+        raise UserError(f"--dataset is needed: {model} does not record which dataset it was trained on "
+                        "(export checks the exported file on its validation images)")
+    folder = data_dir if dataset or data_dir else run_config.get("data_dir")
+    size = None
+    if fmt == "tflite":
+        size = tuple(image_size or run_config.get("image_size") or ())
+        if len(size) != 2:
+            raise UserError(f"--image-size is needed: {model} does not record its training image size")
+    out = Path(out)
+    if out.resolve() == source.path.resolve():
+        raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
+    sidecar = out.with_suffix(".json")
+    if fmt == "keras" and source.model is None:
+        raise UserError(f"--format keras needs a Keras model; {source.path} is a {source.kind}")
+    if fmt != "savedmodel" and sidecar.is_file() and not _written_by_export(sidecar):
+        raise UserError(f"--out {str(out)!r} would overwrite {sidecar}, which export.py did not write; "
+                        "choose another name")
+    kind = fmt if fmt in ("savedmodel", "keras") else quantize
+
+    val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"))
+    train_ds, train_info = val_ds, val_info
+    if quantize == "int8":
+        train_ds, train_info = data.load_dataset(dataset_name, folder, run_config.get("train_split", "train"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with data.data_errors_as_user_errors(val_info, train_info), fileio.atomic_path(out) as tmp:
+        images = check_images(val_ds, check_count)
+        if not images:
+            raise UserError(f"{val_info.name}/{val_info.split} has no images to check the export on")
+        _write(source, fmt, quantize, size, tmp, train_ds, calibration_count)
+        exported = load_predictor(tmp)
+        run = exported.batch_fn
+        if fmt == "keras":  # a bare Keras model: pad to a multiple of 32 like everywhere else
+            run = lambda batch: np.stack([exported.logits(image) for image in batch])  # noqa: E731
+        parity = compare(source, run, images, size)
+        require(parity, kind, f"{fmt} ({kind})", source.path)
+        payload = sidecar_payload(source, fmt, quantize, size, parity)
+        if fmt == "savedmodel":
+            fileio.write_json(tmp / SIDECAR, payload)
+        else:
+            fileio.write_json(sidecar, payload)
+    where = f"at {size[0]}x{size[1]}" if size else "at their own size"
+    return ExportResult(out, fileio.size_of(out), parity, f"{len(images)} {dataset_name} validation images {where}",
+                        source.note)

@@ -1,0 +1,147 @@
+"""Writing a file or a folder so that nobody ever sees half of it: the one atomic-write path.
+
+    with atomic_path(final) as tmp:    # tmp: ".tmp-<name>" beside final
+        model.save(tmp)                 # any writer, a file or a folder
+    # now `final` is the new version; after an exception the old one is untouched and tmp is gone
+
+Every writer in the toolkit (configs, history, checkpoints, models, exports, pictures, videos) goes
+through `atomic_path`, so a process killed or failing at any moment leaves either the old file or the
+new one, and never a temporary that fills the disk. A full disk or a file-size limit becomes a
+`UserError` that names the file; the earlier version stays in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+from errors import UserError
+
+TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+# Errors that mean "no room": a full disk, a quota, a file-size limit (RLIMIT_FSIZE).
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder if it is there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def temporary_name(final: Path) -> Path:
+    return final.with_name(TMP_PREFIX + final.name)
+
+
+def _no_space(exc: BaseException) -> bool:
+    """True for an OSError of NO_SPACE, also when a library wrapped it (h5py, zipfile, TensorFlow)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        if any(word in str(exc) for word in ("No space left", "File too large", "Disk quota")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Move `tmp` to `final`; a folder replaces the old one by renaming it aside first."""
+    if tmp.is_dir() and final.exists():
+        old = final.with_name(_OLD_PREFIX + final.name)
+        remove(old)
+        final.rename(old)
+        tmp.rename(final)
+        remove(old)
+    else:
+        tmp.replace(final)
+
+
+@contextlib.contextmanager
+def atomic_path(final):
+    """Yield a temporary path beside `final`; when the block ends without error, it becomes `final`.
+
+    The temporary keeps `final`'s suffix (writers that choose a format by extension still work). On any
+    exception it is deleted and the exception goes on, except that running out of space becomes a
+    UserError naming `final`.
+    """
+    final = Path(final)
+    tmp = temporary_name(final)
+    remove(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"the writer of {final} wrote nothing")
+        _swap_in(tmp, final)
+    except BaseException as exc:
+        remove(tmp)
+        if _no_space(exc):
+            raise UserError(f"cannot write {final}: no space left (disk full or file-size limit); "
+                            "the previous version, if any, is unchanged; free some space and run again") from None
+        raise
+
+
+def write_bytes(path, payload: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, payload) -> None:
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(path, what: str = "file") -> dict:
+    """The JSON object in `path`, or a UserError naming the file when it is missing, unreadable or corrupt."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what} {path} is not readable JSON ({type(exc).__name__}: {exc}); "
+                        "restore it or start a new run") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{what} {path} does not hold a JSON object")
+    return value
+
+
+def check_writable(path, flag: str) -> Path:
+    """Raise a UserError naming `flag` unless `path` (a file or folder to be written, maybe not there yet)
+    can be created. Nothing is left behind: the check makes and removes a probe in the nearest existing
+    folder. Scripts call it before any long work, so a bad --out fails at once."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() and path.suffix == "":
+        raise UserError(f"{flag} {str(path)!r} exists and is not a folder")
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{flag} {str(path)!r} cannot be created: {ancestor} is a file, not a folder")
+    probe = ancestor / f"{TMP_PREFIX}probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise UserError(f"{flag} {str(path)!r} cannot be written in {ancestor} ({exc.strerror or exc})") from None
+    return path
+
+
+def size_of(path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

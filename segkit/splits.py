@@ -1,0 +1,126 @@
+"""The training and validation data of a run, as both training loops take it.
+
+`make_splits(config, run)` loads the config's splits, shares them between workers, batches them
+(data.pipeline.prepare: random scale/crop/flip/jitter for training, native size or --val-image-size
+for validation), works out the class weights and picks the validation images drawn every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+import data
+import losses
+from data.common import evenly_spaced, shard_files
+from data.pipeline import pad_to_multiple, prepare
+from errors import UserError
+from segkit import runtime
+
+
+@dataclasses.dataclass
+class Splits:
+    """What a training loop needs from the data."""
+
+    train: tf.data.Dataset  # endless batches of (images, masks)
+    val: tf.data.Dataset  # one pass of validation batches
+    info: data.DatasetInfo
+    steps: int  # training steps per epoch
+    global_batch: int  # images per step over all replicas
+    num_train: int  # images in the training split
+    class_weights: list | None
+    sample_images: np.ndarray | None  # validation images drawn every epoch, with their masks
+    sample_masks: np.ndarray | None
+    sharding: str = "none"  # how workers share the training split (see worker_share)
+    val_sharding: str = "none"
+
+
+def class_weights(config, train_raw, info):
+    """None, the median-frequency weights over `train_raw` ("auto"), or the numbers given."""
+    if config.class_weights is None:
+        return None
+    if config.class_weights == "auto":
+        counts = data.class_pixel_counts(train_raw, info.num_classes)
+        weights = losses.class_weights_from_counts(counts)
+        print("class weights (median frequency):", ", ".join(f"{n}={w:.2f}" for n, w in zip(info.class_names, weights)))
+        return [float(w) for w in weights]
+    try:
+        weights = [float(w) for w in config.class_weights.split(",")]
+    except ValueError:
+        raise UserError(f"--class-weights must be 'auto' or comma-separated numbers, got {config.class_weights!r}") from None
+    if len(weights) != info.num_classes:
+        raise UserError(f"--class-weights has {len(weights)} values but {info.name} has {info.num_classes} classes")
+    return weights
+
+
+def worker_share(config, workers, split, raw, min_examples=1):
+    """(dataset, sharding): the part of `split` this worker reads, and how the split is shared between workers.
+
+    "files": a loader with a file list is made again inside `shard_files`, so each worker decodes only its own
+    files (tf.data's auto-sharding is then turned off). "data": generated or tfds data, or a share smaller than
+    `min_examples`; every worker makes all of it and keeps its part (tf.data's DATA auto-shard). "none": one
+    worker. Each worker's training batches hold the global batch (tf.distribute splits them between the
+    replicas), so a training share needs at least that many examples.
+    """
+    if workers["num_workers"] == 1:
+        return raw, "none"
+    with shard_files(workers["num_workers"], workers["rank"]) as sharded:
+        part, _ = data.load_dataset(config.dataset, config.data_dir, split)
+    if sharded and int(part.cardinality()) >= min_examples:
+        return part, "files"
+    return raw, "data"
+
+
+def with_shard_policy(ds, sharding):
+    """`ds` with the tf.data auto-shard policy for `worker_share`'s answer."""
+    if sharding == "none":
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if sharding == "files" else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)
+
+
+def sample_batch(val_raw, count):
+    """`count` validation examples spread evenly over the split, padded to a common multiple of 32
+    (the same ones every epoch, so the pictures show progress)."""
+    if count <= 0:
+        return None, None
+    total = int(val_raw.cardinality())
+    wanted = evenly_spaced(total, count) if total > 0 else None
+    examples = [e for k, e in enumerate(val_raw.take(total if total > 0 else count).map(pad_to_multiple)
+                                        .as_numpy_iterator()) if wanted is None or k in wanted]
+    if not examples:
+        return None, None
+    h = max(e[0].shape[0] for e in examples)
+    w = max(e[0].shape[1] for e in examples)
+    images = np.stack([np.pad(i, ((0, h - i.shape[0]), (0, w - i.shape[1]), (0, 0))) for i, _ in examples])
+    masks = np.stack([np.pad(m, ((0, h - m.shape[0]), (0, w - m.shape[1])), constant_values=255) for _, m in examples])
+    return images, masks
+
+
+def make_splits(config, replicas: int) -> Splits:
+    """Load, share, batch and describe the config's training and validation splits."""
+    train_raw, info = data.load_dataset(config.dataset, config.data_dir, config.train_split)
+    val_raw, val_info = data.load_dataset(config.dataset, config.data_dir, config.val_split)
+    with data.data_errors_as_user_errors(info, val_info):
+        workers = runtime.worker_info()
+        global_batch = config.batch_size * replicas
+        num_train = int(train_raw.cardinality())
+        if num_train < 0:
+            num_train = sum(1 for _ in train_raw)
+        if num_train < global_batch:
+            raise UserError(f"{info.name}/{config.train_split} has {num_train} image(s), fewer than one batch of "
+                            f"{global_batch}: nothing would be trained; lower --batch-size or add images")
+        steps = config.steps_per_epoch or num_train // global_batch
+        train_part, sharding = worker_share(config, workers, config.train_split, train_raw, min_examples=global_batch)
+        val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
+        train_ds = prepare(train_part, training=True, batch_size=global_batch, image_size=config.image_size,
+                           seed=config.seed, scale_range=(config.scale_min, config.scale_max)).repeat()
+        val_ds = prepare(val_part, training=False, batch_size=global_batch, image_size=config.val_image_size)
+        weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
+        sample_images, sample_masks = sample_batch(val_raw, config.num_samples)
+    return Splits(with_shard_policy(train_ds, sharding), with_shard_policy(val_ds, val_sharding), info, steps,
+                  global_batch, num_train, weights, sample_images, sample_masks, sharding, val_sharding)

@@ -121,7 +121,14 @@ def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: i
     seed = tf.constant(seed, tf.int64)
 
     def one_pass(index, skip_examples):
-        shuffled = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + index, reshuffle_each_iteration=False)
+        # Dataset.shuffle compares its seed pair with (0, 0) in Python, which fails for a tensor seed while
+        # TensorFlow's global seed is 0 (--seed 0); without a graph seed the pass seed alone decides the order.
+        graph = tf.compat.v1.get_default_graph()
+        graph_seed, graph.seed = graph.seed, None
+        try:
+            shuffled = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + index, reshuffle_each_iteration=False)
+        finally:
+            graph.seed = graph_seed
         numbered = tf.data.Dataset.zip((shuffled, tf.data.Dataset.range(count))).skip(skip_examples)
         examples = numbered.map(
             lambda example, position: _train_example(*example, tf.stack([seed, index * count + position]),

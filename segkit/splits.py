@@ -1,8 +1,8 @@
 """The training and validation data of a run, as both training loops take it.
 
 `make_splits(config, run)` loads the config's splits, shares them between workers, batches them
-(data.pipeline.prepare: random scale/crop/flip/jitter for training, native size or --val-image-size
-for validation), works out the class weights and picks the validation images drawn every epoch.
+(data.pipeline: an endless, resumable stream of random scale/crop/flip/jitter batches for
+training; native size or --val-image-size for validation), works out the class weights and picks the validation images drawn every epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tensorflow as tf
 import data
 import losses
 from data.common import evenly_spaced, shard_files
-from data.pipeline import pad_to_multiple, prepare
+from data.pipeline import pad_to_multiple, prepare, training_stream
 from errors import UserError
 from segkit import runtime
 
@@ -101,8 +101,10 @@ def sample_batch(val_raw, count):
     return images, masks
 
 
-def make_splits(config, replicas: int) -> Splits:
-    """Load, share, batch and describe the config's training and validation splits."""
+def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
+    """Load, share, batch and describe the config's training and validation splits; the training batches
+    start where epoch `start_epoch` starts (data.pipeline.training_stream), so a resumed run reads what
+    an unbroken one would."""
     train_raw, info = data.load_dataset(config.dataset, config.data_dir, config.train_split)
     val_raw, val_info = data.load_dataset(config.dataset, config.data_dir, config.val_split)
     with data.data_errors_as_user_errors(info, val_info):
@@ -117,8 +119,9 @@ def make_splits(config, replicas: int) -> Splits:
         steps = config.steps_per_epoch or num_train // global_batch
         train_part, sharding = worker_share(config, workers, config.train_split, train_raw, min_examples=global_batch)
         val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
-        train_ds = prepare(train_part, training=True, batch_size=global_batch, image_size=config.image_size,
-                           seed=config.seed, scale_range=(config.scale_min, config.scale_max)).repeat()
+        train_ds = training_stream(train_part, batch_size=global_batch, image_size=config.image_size,
+                                   seed=config.seed, scale_range=(config.scale_min, config.scale_max),
+                                   start_batch=start_epoch * steps)
         val_ds = prepare(val_part, training=False, batch_size=global_batch, image_size=config.val_image_size)
         weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
         sample_images, sample_masks = sample_batch(val_raw, config.num_samples)

@@ -77,7 +77,7 @@ def _train(config: TrainConfig, run: run_folder.Run) -> TrainResult:
     run.created = run.writer and (not run.dir.exists() or not any(run.dir.iterdir()))
     run_folder.lock(run)
     try:
-        splits = make_splits(config, run.strategy.num_replicas_in_sync)
+        splits = make_splits(config, run.strategy.num_replicas_in_sync, run.resume_epoch)
         if run.writer:
             fileio.write_json(run.dir / "config.json", {
                 "config": config.to_json(), "dataset_info": splits.info.to_dict(),

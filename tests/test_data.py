@@ -496,3 +496,28 @@ def test_evenly_spaced_indices():
     assert evenly_spaced(101, 4) == {0, 33, 67, 100}
     assert evenly_spaced(3, 5) == {0, 1, 2}
     assert evenly_spaced(-1, 4) == set() and evenly_spaced(10, 0) == set()
+
+
+def test_training_stream_starts_anywhere():
+    """Batch k of the training stream is the same whichever batch it starts at (resumed runs), passes are
+    shuffled differently, and the global TensorFlow seed plays no part."""
+    import keras
+
+    from data.pipeline import training_stream
+
+    rng = np.random.default_rng(0)
+    ds = tf.data.Dataset.from_tensor_slices((rng.random((10, 8, 8, 3), dtype=np.float32),
+                                             np.arange(10, dtype=np.int32)[:, None, None] * np.ones((1, 8, 8), np.int32)))
+    keras.utils.set_random_seed(0)
+    whole = [b for b in training_stream(ds, batch_size=3, image_size=(8, 8), seed=4).take(7)]
+    keras.utils.set_random_seed(123)
+    later = [b for b in training_stream(ds, batch_size=3, image_size=(8, 8), seed=4, start_batch=4).take(3)]
+    for (i1, m1), (i2, m2) in zip(whole[4:], later):
+        np.testing.assert_array_equal(i1.numpy(), i2.numpy())
+        np.testing.assert_array_equal(m1.numpy(), m2.numpy())
+    # 10 examples make 3 batches a pass; each pass holds 9 different examples, in another order than the last
+    plain = training_stream(ds, batch_size=3, image_size=(8, 8), seed=4, augment_data=False).take(6)
+    order = [int(m[k, 0, 0]) for _, m in plain for k in range(3)]
+    assert len(set(order[:9])) == 9 and len(set(order[9:18])) == 9 and order[:9] != order[9:18]
+    other = [b for b in training_stream(ds, batch_size=3, image_size=(8, 8), seed=5).take(1)]
+    assert not np.array_equal(other[0][0].numpy(), whole[0][0].numpy())

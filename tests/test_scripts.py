@@ -350,3 +350,56 @@ def test_help_prints_each_default_once():
     assert text.count("(default: sample)") == 1
     assert not re.search(r"\(default: [^)]*\)\s*\(default:", text)  # no flag shows two defaults
 
+
+HISTORY_KEYS = ("loss", "val_loss", "miou", "val_miou", "lr")
+
+
+def history(run_dir):
+    return [{k: float(r[k]) for k in HISTORY_KEYS} for r in csv.DictReader(open(Path(run_dir) / "history.csv"))]
+
+
+def test_resume_gives_the_history_of_an_unbroken_run(camvid_dir, tmp_path, monkeypatch):
+    """Stopped after epoch 1 and resumed, a run sees the same batches and learning rates as one that never
+    stopped: the same losses, mIoU and rates epoch by epoch. 5 steps of 4 per epoch over 12 images: epochs
+    and passes over the data do not line up, so the data stream must be indexed by step, not by epoch."""
+    config = dict(epochs=3, steps_per_epoch=5, num_samples=0)
+    unbroken = trainer.train(tiny_config(camvid_dir, **config, run_dir=str(tmp_path / "unbroken")))
+
+    real_epoch_end = run_folder.RunRecorder.epoch_end
+
+    def stop_after_first(self, epoch, logs, lr):
+        real_epoch_end(self, epoch, logs, lr)
+        self.stop = True  # as if the process had ended here
+
+    monkeypatch.setattr(run_folder.RunRecorder, "epoch_end", stop_after_first)
+    broken = tmp_path / "broken"
+    assert trainer.train(tiny_config(camvid_dir, **config, run_dir=str(broken))).epochs == 1
+    monkeypatch.setattr(run_folder.RunRecorder, "epoch_end", real_epoch_end)
+    assert trainer.resume(broken).epochs == 3
+    expected, got = history(unbroken.run_dir), history(broken)
+    assert len(got) == 3
+    for row_expected, row_got in zip(expected, got):
+        for key in HISTORY_KEYS:
+            assert row_got[key] == pytest.approx(row_expected[key], rel=1e-4, abs=1e-6), (key, row_got, row_expected)
+
+
+def test_extending_a_finished_run_rebuilds_the_schedule(camvid_dir, tmp_path):
+    """--resume --epochs N past the end: from the next epoch on, the learning rates of an N-epoch plan (not the
+    old plan's last rate, which is 0 for poly)."""
+    config = dict(steps_per_epoch=3, num_samples=0, lr_schedule="poly")
+    short = trainer.train(tiny_config(camvid_dir, epochs=2, run_dir=str(tmp_path / "short"), **config))
+    long = trainer.train(tiny_config(camvid_dir, epochs=4, run_dir=str(tmp_path / "long"), **config))
+    assert history(short.run_dir)[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # poly ends at 0
+    trainer.resume(short.run_dir, epochs=4)
+    rates = [row["lr"] for row in history(short.run_dir)]
+    assert rates[2:] == pytest.approx([row["lr"] for row in history(long.run_dir)][2:], rel=1e-6)
+    assert rates[2] > 0
+    assert json.loads((short.run_dir / "config.json").read_text())["config"]["epochs"] == 4
+
+
+def test_resume_takes_only_epochs(trained_run):
+    result = run_script("train.py", "--resume", "--run-dir", str(trained_run), "--lr", "0.1", "--epochs", "9")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --resume takes its settings from the run's config.json; only --epochs may be given with it "
+        "(got --lr)")

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# MediaPipe's ImageSegmenter, for the test that runs our TFLite exports in it (its OpenCV clashes with ours).
+MP_VENV := .venv-mp
+MP_STAMP := $(MP_VENV)/.installed
 
 # Settings of the default run (the bundled CamVid sample); override e.g. `make train EPOCHS=30`.
 EPOCHS ?= 25
@@ -18,11 +21,16 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+$(MP_STAMP): requirements-mediapipe.txt
+	test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-mediapipe.txt
+	touch $(MP_STAMP)
+
 train: setup
 	$(PY) train.py --dataset sample --epochs $(EPOCHS) $(TRAIN_FLAGS)
 
-test: setup
-	$(PY) -m pytest
+test: setup $(MP_STAMP)
+	SEGKIT_MEDIAPIPE_PYTHON=$(MP_VENV)/bin/python $(PY) -m pytest
 
 notebooks: setup
 	$(PY) -m notebooks.run_all

@@ -1,10 +1,11 @@
-"""Export a trained model for serving (SavedModel), for mobile (TFLite) or for shipping (.keras), checked
-against the source.
+"""Export a trained model for serving (SavedModel), for mobile (TFLite), for ONNX runtimes or for shipping
+(.keras), checked against the source.
 
     python export.py --model runs/sample-mobilenetv2_pix2pix-... --format savedmodel --out exported/sample
     python export.py --model runs/sample-mobilenetv2_pix2pix-... --format tflite --out exported/sample.tflite
     python export.py --model RUN --format tflite --quantize fp16 --out exported/sample_fp16.tflite
-    python export.py --model RUN --format tflite --quantize int8 --image-size 192 256 --out exported/sample_int8.tflite
+    python export.py --model RUN --format tflite --quantize int8 --image-size 180 240 --out exported/sample_int8.tflite
+    python export.py --model RUN --format onnx --out exported/sample.onnx
 
 --model: a run folder, a .keras file, or for unet_tf a run folder or its saved_model/ folder. The work
 is segkit.export.export_model; what each format holds and the check's tolerances are described there.
@@ -24,8 +25,8 @@ from segkit.export.check import TOLERANCES  # noqa: E402
 
 
 def parse_args(argv):
-    names = {"keras": "keras", "savedmodel": "savedmodel", "none": "tflite float32", "fp16": "tflite fp16",
-             "int8": "tflite int8"}
+    names = {"keras": "keras", "savedmodel": "savedmodel", "onnx": "onnx", "none": "tflite float32",
+             "fp16": "tflite fp16", "dynamic": "tflite dynamic", "int8": "tflite int8"}
     tolerances = "; ".join(f"{names[k]}: max |dlogit| <= {d} L, mask agreement >= {a}"
                            for k, (d, a) in TOLERANCES.items())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -33,11 +34,14 @@ def parse_args(argv):
                                             f"{tolerances}.")
     parser.add_argument("--model", required=True, help="run folder, .keras file, or unet_tf saved_model/ folder")
     parser.add_argument("--format", required=True,
-                        help="savedmodel | tflite | keras (a float32 .keras without optimizer state, for shipping)")
-    parser.add_argument("--quantize", default="none", help="tflite only: none | fp16 | int8 (default none)")
-    parser.add_argument("--out", required=True, help="output: a folder for savedmodel, a .tflite file for tflite")
+                        help="savedmodel | tflite | onnx | keras (a float32 .keras without optimizer state, for shipping)")
+    parser.add_argument("--quantize", default="none",
+                        help="tflite only: none | fp16 | dynamic (int8 weights) | int8 (default none)")
+    parser.add_argument("--out", required=True,
+                        help="output: a folder for savedmodel, else a .tflite / .onnx / .keras file")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="tflite input size, multiples of 32 (default: the run's training image size)")
+                        help="tflite input size, any H W; the camera's frame size is best (e.g. 360 480 for CamVid) "
+                             "(default: the run's training image size)")
     parser.add_argument("--dataset", help="dataset for calibration and the check (default: the run's)")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
     parser.add_argument("--calibration-images", type=int, default=64,

@@ -61,13 +61,12 @@ def run_size(predictor, size) -> tuple:
 
 
 def describe(predictor) -> str:
-    """keras, savedmodel, or tflite-float32 / tflite-fp16 / tflite-int8 from the file's tensor types."""
+    """keras, savedmodel, onnx, or tflite-float32 / -fp16 / -dynamic / -int8 from the file's tensor types."""
     if predictor.kind != "tflite":
         return predictor.kind
-    dtypes = {d["dtype"] for d in predictor.batch_fn.interpreter.get_tensor_details()}
-    if np.int8 in dtypes or np.uint8 in dtypes:
-        return "tflite-int8"
-    return "tflite-fp16" if np.float16 in dtypes else "tflite-float32"
+    from segkit.tflite_runtime import describe as describe_tflite
+
+    return "tflite-" + describe_tflite(predictor.batch_fn.interpreter)
 
 
 def time_models(predictors, image, runs: int, warmup: int, **options) -> list:

@@ -1,7 +1,7 @@
 """Loading a trained model, whatever its format: the one implementation behind evaluate, predict,
 export and the benchmarks.
 
-    model = load_model("runs/sample-mobilenetv2_pix2pix-...")   # or X.keras, a SavedModel folder, X.tflite
+    model = load_model("runs/sample-mobilenetv2_pix2pix-...")   # or X.keras, a SavedModel, X.onnx, X.tflite
     logits = model.forward(batch)       # float32 (N, H, W, 3) in [0, 1] -> float32 logits (N, H, W, C)
 
 A run folder resolves to its model (model.keras, saved_model/ or model.tflite). Files are checked
@@ -27,14 +27,14 @@ from errors import UserError
 
 MULTIPLE = 32  # the models' contract: H, W divisible by 32
 SIDECAR = "segkit.json"  # inside an exported SavedModel folder; a model file's sidecar is <name>.json
-_RUN_MODELS = ("model.keras", "saved_model", "model.tflite")
+_RUN_MODELS = ("model.keras", "saved_model", "model.onnx", "model.tflite")
 
 
 @dataclasses.dataclass
 class LoadedModel:
     """A model ready to run. `forward` maps float32 (N, H, W, 3) in [0, 1] to float32 logits."""
 
-    kind: str  # "keras", "savedmodel" or "tflite"
+    kind: str  # "keras", "savedmodel", "onnx" or "tflite"
     path: Path  # the model file or folder itself
     forward: object
     info: dict | None  # class_names, colors, config (None: not recorded)
@@ -81,7 +81,7 @@ def find_model_file(run_dir: Path) -> Path:
     for name in _RUN_MODELS:
         if (run_dir / name).exists():
             return run_dir / name
-    raise UserError(f"run folder {run_dir} has no model (looked for model.keras, saved_model/, model.tflite)")
+    raise UserError(f"run folder {run_dir} has no model (looked for {', '.join(_RUN_MODELS)})")
 
 
 def resolve(path, flag: str = "--model") -> Path:
@@ -207,6 +207,27 @@ def _load_savedmodel(path: Path):
     return forward, loaded, input_spec.dtype
 
 
+def _load_onnx(path: Path, num_threads=None):
+    """onnxruntime on the CPU; the file takes float32 (N, H, W, 3) in [0, 1] of any size (export.py's)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise UserError(f"cannot load ONNX model {path}: {type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    name = session.get_inputs()[0].name
+
+    def forward(batch):
+        return np.asarray(session.run(None, {name: np.asarray(batch, np.float32)})[0], np.float32)
+
+    forward.session = session
+    return forward
+
+
 def load_model(path, num_threads: int | None = None, flag: str = "--model") -> LoadedModel:
     """The model at `path`: a run folder, a .keras file, a SavedModel folder or a .tflite file."""
     path = Path(path)
@@ -219,13 +240,17 @@ def load_model(path, num_threads: int | None = None, flag: str = "--model") -> L
     elif model_path.suffix == ".keras":
         forward, keras_model = _load_keras(model_path)
         model = LoadedModel("keras", model_path, forward, info, keras_model=keras_model)
+    elif model_path.suffix == ".onnx":
+        forward = _load_onnx(model_path, num_threads)
+        model = LoadedModel("onnx", model_path, forward, info)
     elif model_path.suffix == ".tflite":
         from segkit.tflite_runtime import tflite_batch_fn
 
         forward, fixed = tflite_batch_fn(model_path, num_threads=num_threads)
         model = LoadedModel("tflite", model_path, forward, info, fixed_size=fixed)
     else:
-        raise UserError(f"{flag} {str(path)!r} is not a run folder, .keras file, SavedModel folder or .tflite file")
+        raise UserError(f"{flag} {str(path)!r} is not a run folder, .keras file, SavedModel folder, .onnx or "
+                        ".tflite file")
     if model.info is None:
         probe = model.forward(np.zeros((1, *(model.fixed_size or (MULTIPLE, MULTIPLE)), 3), np.float32))
         model.info = default_info(max(2, probe.shape[-1]))

@@ -48,8 +48,9 @@ def _interpreter_class(runtime: str):
 
 
 def is_quantized(interpreter) -> bool:
-    """True if the model holds 8-bit integer tensors (an int8 export)."""
-    return any(d["dtype"] in (np.int8, np.uint8) for d in interpreter.get_tensor_details())
+    """True if the model computes with 8-bit integers (int8 or dynamic-range export); the raw uint8 pixel
+    input of a float export (no quantization scale) does not count."""
+    return describe(interpreter) in ("int8", "dynamic")
 
 
 def make_interpreter(path: Path, num_threads: int | None = None, runtime: str | None = None,
@@ -87,8 +88,9 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
     """(fn, fixed_size): fn maps float32 (N, H, W, 3) in [0, 1] to float32 logits; fixed_size is
     the (H, W) the file was exported with, or None when its input shape is dynamic.
 
-    A quantized input takes round(x / scale + zero_point): for export.py's int8 files
-    (scale 1/255, zero point 0) that is the image's 8-bit pixel values. Quantized outputs are
+    A uint8 input takes the image's 8-bit pixel values: round(x / scale + zero_point) for a quantized
+    one (export.py's int8 files: scale 1/255, zero point 0), round(255 x) for the raw-pixel input of
+    export.py's float files. Quantized outputs are
     dequantized, (q - zero_point) * scale."""
     interpreter = make_interpreter(path, num_threads, runtime, xnnpack)
     inp = interpreter.get_input_details()[0]
@@ -106,6 +108,8 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
                 interpreter.allocate_tensors()
             if inp["dtype"] in (np.uint8, np.int8):
                 scale, zero = inp["quantization"]
+                if not scale:  # a uint8 input without quantization: raw pixels (the graph scales them)
+                    scale, zero = 1 / 255, 0
                 low, high = (0, 255) if inp["dtype"] == np.uint8 else (-128, 127)
                 x = np.clip(np.round(x / scale + zero), low, high)
             interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
@@ -119,3 +123,14 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
 
     run.interpreter = interpreter
     return run, fixed
+
+
+def describe(interpreter) -> str:
+    """"int8" (full-integer), "dynamic" (int8 weights, float activations), "fp16" or "float32"."""
+    inp = interpreter.get_input_details()[0]
+    if inp["dtype"] in (np.uint8, np.int8) and inp["quantization"][0]:
+        return "int8"
+    dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
+    if np.int8 in dtypes:
+        return "dynamic"
+    return "fp16" if np.float16 in dtypes else "float32"

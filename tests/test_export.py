@@ -2,8 +2,11 @@
 the Keras model; every registry model converts; a failed check or bad input leaves nothing behind."""
 
 import json
+import os
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from segkit.loading import SIDECAR
 from segkit.trainer import train
 from tests.test_scripts import predict_paths, run_script, tiny_config, write_camvid_layout
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 96)  # the generated images' size: the TFLite files see them unresized
 
 
@@ -35,7 +39,9 @@ def exports(run, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
     paths = {"savedmodel": out / "savedmodel"}
     export.export_model(run, "savedmodel", paths["savedmodel"])
-    for quantize in ("none", "fp16", "int8"):
+    paths["onnx"] = out / "model.onnx"
+    export.export_model(run, "onnx", paths["onnx"])
+    for quantize in ("none", "fp16", "dynamic", "int8"):
         paths[quantize] = out / f"model_{quantize}.tflite"
         result = export.export_model(run, "tflite", paths[quantize], quantize=quantize, image_size=SIZE,
                                      calibration_count=12)
@@ -71,18 +77,24 @@ def test_sidecars_carry_the_classes(run, exports):
         predictor = inference.load_predictor(path)
         assert predictor.class_names == classes, key
         assert predictor.info["config"]["dataset"] == "camvid"
-        assert predictor.fixed_size == (None if key == "savedmodel" else SIZE)
+        assert predictor.fixed_size == (None if key in ("savedmodel", "onnx") else SIZE)
     details = tflite_infer.make_interpreter(exports["int8"]).get_input_details()[0]
     assert details["dtype"] == np.uint8
     scale, zero = details["quantization"]
     assert scale == pytest.approx(1 / 255) and zero == 0  # the uint8 input is the raw pixel value
 
 
-def test_tflite_at_the_padded_size_pads_like_keras(exports, keras_logits):
-    # 50x70 pads to the file's 64x96: the predictor pads and crops, as for Keras, instead of resizing.
+def test_tflite_at_any_size_pads_inside_like_keras(run, keras_logits, tmp_path):
+    # Exported at 50x70 (not multiples of 32) the file pads and crops inside its graph, as segkit.inference
+    # does for the Keras model, so a 50x70 frame gets the Keras logits with no resizing. Its input is uint8
+    # pixels (raw values, no quantization scale), which MediaPipe feeds without normalization metadata.
+    export.export_model(run, "tflite", tmp_path / "m.tflite", image_size=(50, 70))
     image = np.random.default_rng(4).integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    logits = inference.load_predictor(exports["none"]).logits(image.astype(np.float32) / 255)
-    np.testing.assert_allclose(logits, keras_logits(image), atol=1e-4)
+    predictor = inference.load_predictor(tmp_path / "m.tflite")
+    assert predictor.fixed_size == (50, 70)
+    details = predictor.batch_fn.interpreter.get_input_details()[0]
+    assert details["dtype"] == np.uint8 and details["quantization"] == (0.0, 0)
+    np.testing.assert_allclose(predictor.logits(image.astype(np.float32) / 255), keras_logits(image), atol=1e-4)
 
 
 def test_interpreter_choice(exports, monkeypatch):
@@ -112,7 +124,8 @@ def miou(model_path) -> float:
 def test_evaluate_parity(run, exports):
     reference = miou(run)
     assert 0 < reference <= 1
-    for key, tolerance in (("savedmodel", 1e-3), ("none", 1e-3), ("fp16", 1e-3), ("int8", 0.02)):
+    for key, tolerance in (("savedmodel", 1e-3), ("onnx", 1e-3), ("none", 1e-3), ("fp16", 1e-3), ("dynamic", 0.01),
+                           ("int8", 0.02)):
         assert miou(exports[key]) == pytest.approx(reference, abs=tolerance), key
 
 
@@ -158,7 +171,7 @@ def test_every_model_converts(name, options, tmp_path):
     (tmp_path / "m.tflite").write_bytes(tflite.tflite_bytes(src, (32, 64), "none"))
     run_tflite, fixed = tflite_infer.tflite_batch_fn(tmp_path / "m.tflite")
     assert fixed == (32, 64)
-    image = np.random.default_rng(3).random((1, 32, 64, 3)).astype(np.float32)
+    image = np.random.default_rng(3).integers(0, 256, (1, 32, 64, 3)).astype(np.float32) / 255  # uint8 pixels
     reference = np.asarray(src.forward(tf.constant(image)))
     got = run_tflite(image)
     assert got.shape == (1, 32, 64, 3)
@@ -182,11 +195,12 @@ def test_failed_check_writes_nothing(run, exports, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/run", "--format", "tflite", "--out", "x.tflite"], "does not exist"),
-    (["--format", "onnx", "--out", "x.onnx"], "--format must be one of savedmodel, tflite"),
+    (["--format", "coreml", "--out", "x.mlmodel"], "--format must be one of savedmodel, tflite, onnx"),
     (["--format", "tflite", "--quantize", "int4", "--out", "x.tflite"], "--quantize must be one of"),
     (["--format", "tflite", "--out", "x.pb"], "must be a .tflite file"),
     (["--format", "savedmodel", "--quantize", "int8", "--out", "sm"], "applies to --format tflite only"),
-    (["--format", "tflite", "--image-size", "100", "96", "--out", "x.tflite"], "multiples of 32"),
+    (["--format", "tflite", "--image-size", "0", "96", "--out", "x.tflite"], "two positive sizes"),
+    (["--format", "onnx", "--out", "x.tflite"], "must be a .onnx file"),
 ])
 def test_bad_input_is_one_line(run, tmp_path, args, message):
     argv = args if "--model" in args else ["--model", str(run), *args]
@@ -205,7 +219,7 @@ def test_bad_input_is_one_line(run, tmp_path, args, message):
 
 def test_export_script_one_line(run, tmp_path):
     """The script itself: one 'error:' line and exit status 2 for a bad flag, the check line when it works."""
-    bad = run_script("export.py", "--model", str(run), "--format", "onnx", "--out", str(tmp_path / "x.onnx"))
+    bad = run_script("export.py", "--model", str(run), "--format", "coreml", "--out", str(tmp_path / "x.onnx"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --format must be one of")
     good = run_script("export.py", "--model", str(run), "--format", "keras", "--out", str(tmp_path / "m.keras"))
     assert good.returncode == 0, good.stderr[-1500:]
@@ -227,3 +241,94 @@ def test_keras_format_for_shipping(run, tmp_path):
                             ({"out": tmp_path / "x.tflite"}, "must be a .keras file")):
         with pytest.raises(UserError, match=message):
             export.export_model(run, "keras", **{"out": out, **kwargs})
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+
+def test_onnx_runs_any_size_like_keras(exports, keras_logits, tmp_path):
+    """The .onnx file takes images of any size (dynamic H, W) through onnxruntime, padded like the Keras model;
+    predict and the latency benchmark run it as they run the other formats."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(exports["onnx"]), providers=["CPUExecutionProvider"])
+    (spec,) = session.get_inputs()
+    assert spec.type == "tensor(float)" and spec.shape[-1] == 3 and not all(isinstance(d, int) for d in spec.shape)
+    predictor = inference.load_predictor(exports["onnx"])
+    assert predictor.kind == "onnx" and predictor.class_names[0] == "Sky"
+    for shape in ((50, 70, 3), (96, 128, 3)):
+        image = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_allclose(predictor.logits(image.astype(np.float32) / 255), keras_logits(image), atol=1e-4)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    assert len(predict_paths(exports["onnx"], [tmp_path / "x.png"], tmp_path / "p")) == 1
+    timed = run_script("-m", "bench.latency", "--model", str(exports["onnx"]), "--image-size", "64", "96", "--runs", "3",
+                       "--warmup", "1", "--threads", "1")
+    assert timed.returncode == 0, timed.stderr[-1500:]
+    assert " onnx " in timed.stdout
+
+
+def test_unet_tf_is_refused_for_onnx(tmp_path):
+    models.unet_tf.export_savedmodel(models.build_model("unet_tf", 3, base_filters=8), tmp_path / "saved_model")
+    with pytest.raises(UserError, match="--format onnx needs a Keras model"):
+        export.export_model(tmp_path / "saved_model", "onnx", tmp_path / "m.onnx", dataset="shapes")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# --- TFLite for mobile runtimes: metadata, dynamic range, MediaPipe ---------------------------------
+
+
+def test_tflite_metadata_carries_labels(run, exports):
+    """Every TFLite export holds the class names (a labels.txt associated file and TFLITE_METADATA) and still
+    loads in both interpreters; dynamic-range files have int8 weights and float activations."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from segkit.export.metadata import read_labels
+
+    classes = json.loads((run / "config.json").read_text())["dataset_info"]["class_names"]
+    for key in ("none", "fp16", "dynamic", "int8"):
+        payload = exports[key].read_bytes()
+        assert read_labels(payload) == classes, key
+        model = schema.Model.GetRootAsModel(payload, 0)
+        assert [model.Metadata(i).Name() for i in range(model.MetadataLength())].count(b"TFLITE_METADATA") == 1
+    assert tflite_infer.describe(tflite_infer.make_interpreter(exports["dynamic"])) == "dynamic"
+    assert tflite_infer.describe(tflite_infer.make_interpreter(exports["int8"])) == "int8"
+    assert tflite_infer.describe(tflite_infer.make_interpreter(exports["none"])) == "float32"
+    assert exports["dynamic"].stat().st_size < exports["none"].stat().st_size / 3
+
+
+MP_PYTHON = Path(os.environ.get("SEGKIT_MEDIAPIPE_PYTHON", ROOT / ".venv-mp" / "bin" / "python"))
+
+
+def mediapipe_masks(model: Path, images, out: Path):
+    """(labels, [category mask per image]) from MediaPipe's ImageSegmenter, run in its own venv."""
+    done = subprocess.run([str(MP_PYTHON), str(ROOT / "tests" / "mediapipe_segment.py"), str(model), *map(str, images),
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["labels"], [np.load(out / f"{Path(i).stem}_category.npy") for i in images]
+
+
+@pytest.mark.skipif(not MP_PYTHON.exists(), reason=f"no MediaPipe venv at {MP_PYTHON} (make test builds .venv-mp)")
+def test_mediapipe_agrees_with_predict(run, exports, tmp_path):
+    """MediaPipe's ImageSegmenter runs our float and int8 files as they are (no glue, no normalization
+    metadata), reads the class names from them, and its category mask agrees with predict.py's labels:
+    at the file's own size and for frames it must resize (the shipped 192x256 file on 180x240 frames)."""
+    frames = sorted((ROOT / "data" / "sample" / "camvid" / "val").glob("*.jpg"))[:2]
+    own = []
+    for k in range(2):  # frames of the exported size, from the run's own validation split
+        image = np.random.default_rng(20 + k).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+        own.append(tmp_path / f"own{k}.png")
+        Image.fromarray(image).save(own[-1])
+    classes = json.loads((run / "config.json").read_text())["dataset_info"]["class_names"]
+    cases = [(exports["none"], own, 0.99), (exports["int8"], own, 0.97),
+             (ROOT / "pretrained" / "camvid_realtime_int8.tflite", frames, 0.97)]
+    for model, images, minimum in cases:
+        labels, masks = mediapipe_masks(model, images, tmp_path / model.stem)
+        if model.parent != ROOT / "pretrained":
+            assert labels == classes
+        predictor = inference.load_predictor(model)
+        for image, mask in zip(images, masks):
+            pixels = np.asarray(Image.open(image).convert("RGB"))
+            ours = predictor.labels(pixels.astype(np.float32) / 255)
+            assert mask.shape == ours.shape
+            assert np.mean(mask == ours) >= minimum, (model.name, image.name, np.mean(mask == ours))

@@ -1,12 +1,13 @@
-"""Exporting a trained model for serving (SavedModel), for mobile (TFLite) or for shipping (.keras),
-checked against the source: the API behind export.py.
+"""Exporting a trained model for serving (SavedModel), for mobile (TFLite), for ONNX runtimes or for
+shipping (.keras), checked against the source: the API behind export.py.
 
     result = export.export_model("runs/RUN", "tflite", "exported/model.tflite", quantize="int8",
                                  image_size=(192, 256))
     print(result.parity.agreement, result.size_bytes)
 
 By job: segkit.export.source (what is exported, in float32), .savedmodel (the serving signature),
-.tflite (conversion and int8 calibration), .check (parity against the source, tolerances). The file
+.tflite (conversion and int8 calibration), .metadata (class names inside a .tflite file, for
+MediaPipe), .onnx, .check (parity against the source, tolerances). The file
 is written under a temporary name, loaded back the way evaluate.py loads it, checked, and only then
 renamed into place with its sidecar (`<name>.json`; `segkit.json` inside a SavedModel folder) holding
 the classes, the run's config and the check's figures.
@@ -24,14 +25,17 @@ import data
 from errors import UserError
 from segkit import fileio
 from segkit.export.check import Parity, check_images, compare, require
+from segkit.export.metadata import add_segmenter_metadata
+from segkit.export.onnx import write_onnx
 from segkit.export.savedmodel import write_savedmodel
 from segkit.export.source import Source, load_source
 from segkit.export.tflite import calibration_images, tflite_bytes
 from segkit.inference import load_predictor
 from segkit.loading import SIDECAR
 
-FORMATS = ("savedmodel", "tflite", "keras")
-QUANTIZE = ("none", "fp16", "int8")
+FORMATS = ("savedmodel", "tflite", "onnx", "keras")
+QUANTIZE = ("none", "fp16", "dynamic", "int8")
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".keras"}
 
 
 @dataclasses.dataclass
@@ -57,18 +61,18 @@ def check_request(fmt, out, quantize="none", image_size=None, calibration_images
             raise UserError("--image-size applies to --format tflite only (the SavedModel takes any size)")
         if out.exists() and not (out / "saved_model.pb").is_file():
             raise UserError(f"--out {str(out)!r} exists and is not a SavedModel; choose a new folder")
-    elif fmt == "keras":
+    elif fmt in ("keras", "onnx"):
         if quantize != "none" or image_size:
             raise UserError("--quantize and --image-size apply to --format tflite only")
-        if out.suffix != ".keras":
-            raise UserError(f"--out must be a .keras file for --format keras, got {str(out)!r}")
+        if out.suffix != SUFFIXES[fmt]:
+            raise UserError(f"--out must be a {SUFFIXES[fmt]} file for --format {fmt}, got {str(out)!r}")
     else:
         if out.suffix != ".tflite":
             raise UserError(f"--out must be a .tflite file for --format tflite, got {str(out)!r}")
         if out.is_dir():
             raise UserError(f"--out {str(out)!r} is a folder; give a .tflite file name")
-    if image_size and (len(image_size) != 2 or any(s <= 0 or s % 32 for s in image_size)):
-        raise UserError(f"--image-size must be two positive multiples of 32, got {list(image_size)}")
+    if image_size and (len(image_size) != 2 or any(s <= 0 for s in image_size)):
+        raise UserError(f"--image-size must be two positive sizes, got {list(image_size)}")
     for flag, value in (("--calibration-images", calibration_images), ("--check-images", check_count)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
@@ -97,9 +101,17 @@ def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) 
         write_savedmodel(source, tmp)
     elif fmt == "keras":
         source.model.save(tmp)  # float32 and uncompiled: no optimizer state
+    elif fmt == "onnx":
+        write_onnx(source, tmp)
     else:
         calibration = calibration_images(train_ds, size, calibration_count) if quantize == "int8" else None
-        tmp.write_bytes(tflite_bytes(source, size, quantize, calibration))
+        names = (source.info or {}).get("class_names")
+        payload = tflite_bytes(source, size, quantize, calibration)
+        if names:  # labels and the output's activation inside the file (MediaPipe's ImageSegmenter reads them)
+            payload = add_segmenter_metadata(payload, names, name=source.path.stem, image_size=size,
+                                             description="Semantic segmentation: uint8 RGB pixels in, per-class "
+                                                         "logits out (softmax gives probabilities).")
+        tmp.write_bytes(payload)
 
 
 def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=None, data_dir=None,
@@ -122,12 +134,12 @@ def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=N
     if out.resolve() == source.path.resolve():
         raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
     sidecar = out.with_suffix(".json")
-    if fmt == "keras" and source.model is None:
-        raise UserError(f"--format keras needs a Keras model; {source.path} is a {source.kind}")
+    if fmt in ("keras", "onnx") and source.model is None:
+        raise UserError(f"--format {fmt} needs a Keras model; {source.path} is a {source.kind}")
     if fmt != "savedmodel" and sidecar.is_file() and not _written_by_export(sidecar):
         raise UserError(f"--out {str(out)!r} would overwrite {sidecar}, which export.py did not write; "
                         "choose another name")
-    kind = fmt if fmt in ("savedmodel", "keras") else quantize
+    kind = fmt if fmt != "tflite" else quantize
 
     val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"))
     train_ds, train_info = val_ds, val_info
@@ -141,7 +153,7 @@ def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=N
         _write(source, fmt, quantize, size, tmp, train_ds, calibration_count)
         exported = load_predictor(tmp)
         run = exported.batch_fn
-        if fmt == "keras":  # a bare Keras model: pad to a multiple of 32 like everywhere else
+        if fmt in ("keras", "onnx"):  # any-size models: pad to a multiple of 32 like everywhere else
             run = lambda batch: np.stack([exported.logits(image) for image in batch])  # noqa: E731
         parity = compare(source, run, images, size)
         require(parity, kind, f"{fmt} ({kind})", source.path)

@@ -1,13 +1,20 @@
 """TFLite conversion: batch 1, a fixed (H, W), from the frozen forward function.
 
-    quantize "none"  float32 weights and activations, float32 input in [0, 1];
-             "fp16"  float16 weights (half the file), float32 compute and input;
-             "int8"  full-integer: int8 weights and activations calibrated on images of the run's
-                     TRAINING split resized to (H, W); uint8 input with scale 1/255 and zero point 0
-                     (the raw pixel values) and uint8 output logits (segkit.tflite_runtime
-                     dequantizes them).
+Every file takes uint8 RGB pixels (1, H, W, 3), the raw values of a camera frame, so mobile runtimes
+(MediaPipe's ImageSegmenter, LiteRT apps) run it with no normalization settings:
 
-segkit.inference resizes other image sizes to (H, W) and the logits back.
+    quantize "none"     float32 weights and activations; the graph divides the pixels by 255;
+             "fp16"     float16 weights (half the file), float32 compute;
+             "dynamic"  int8 weights, float32 activations (dynamic-range quantization, the TF Model
+                        Garden's "default"): a quarter of the file, no calibration;
+             "int8"     full-integer: int8 weights and activations calibrated on images of the run's
+                        TRAINING split resized to (H, W); the uint8 input has scale 1/255 and zero point 0
+                        (the raw pixel values) and the output logits are uint8 (dequantized by readers).
+
+(H, W) need not be multiples of 32: the graph pads the image on the bottom/right with zeros to the
+next multiple and crops the logits back, as segkit.inference does for the other formats, so a file
+exported at the camera's frame size (CamVid: 360x480) runs frames without any resizing.
+segkit.inference resizes other image sizes the way MediaPipe does.
 """
 
 from __future__ import annotations
@@ -20,20 +27,41 @@ import tensorflow as tf
 
 from errors import UserError
 from segkit.export.source import Source
+from segkit.loading import MULTIPLE
 
 
-def frozen_function(source: Source, size):
+def padded_forward(source: Source, size):
+    """float32 (1, H, W, 3) in [0, 1] -> logits (1, H, W, C) for any (H, W): padded on the bottom/right to
+    a multiple of 32 (zeros) for the model, the logits cropped back."""
+    h, w = size
+    pad_h, pad_w = -h % MULTIPLE, -w % MULTIPLE
+
+    def forward(x):
+        if pad_h or pad_w:
+            x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        return tf.cast(source.forward(x), tf.float32)[:, :h, :w, :]
+
+    return forward
+
+
+def frozen_function(source: Source, size, quantize: str):
     """The forward pass at batch 1 and `size` as a concrete function with the weights as constants.
 
     Freezing first (rather than handing the converter the Keras model or a function that reads
     variables) gives one path for Keras and raw-TF models alike, and the converter folds batch
-    norm into the convolutions; unfrozen variables would stay VAR_HANDLE/READ_VARIABLE ops."""
+    norm into the convolutions; unfrozen variables would stay VAR_HANDLE/READ_VARIABLE ops.
+    int8 files trace a float input that the converter turns into uint8 with scale 1/255; the others
+    take uint8 pixels and divide by 255 themselves."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    spec = tf.TensorSpec([1, *size, 3], tf.float32, name="image")
-    forward = tf.function(lambda image: {"logits": tf.cast(source.forward(image), tf.float32)})
-    concrete = forward.get_concrete_function(spec)
-    return convert_variables_to_constants_v2(concrete)
+    forward = padded_forward(source, size)
+    if quantize == "int8":
+        spec = tf.TensorSpec([1, *size, 3], tf.float32, name="image")
+        function = tf.function(lambda image: {"logits": forward(image)})
+    else:
+        spec = tf.TensorSpec([1, *size, 3], tf.uint8, name="image")
+        function = tf.function(lambda image: {"logits": forward(tf.cast(image, tf.float32) / 255.0)})
+    return convert_variables_to_constants_v2(function.get_concrete_function(spec))
 
 
 def to_8bit_levels(image) -> np.ndarray:
@@ -74,7 +102,7 @@ def tflite_bytes(source: Source, size, quantize: str, calibration=None) -> bytes
     The frozen function goes to the converter without a `trackable_obj`: TensorFlow calls that
     the deprecated path and warns, but with one the converter re-saves the model first and took
     6x longer here (11.7 s against 2.0 s for MobileNetV2) for the same file."""
-    frozen = frozen_function(source, size)
+    frozen = frozen_function(source, size, quantize)
     quiet = _DropMessage("consider providing the trackable_obj")
     logging.getLogger("absl").addFilter(quiet)
     try:
@@ -84,6 +112,8 @@ def tflite_bytes(source: Source, size, quantize: str, calibration=None) -> bytes
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":  # Optimize.DEFAULT without a representative dataset: int8 weights only
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image] for image in calibration)

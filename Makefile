@@ -15,10 +15,11 @@ TRAIN_FLAGS ?=
 
 setup: $(STAMP)
 
-# Reinstalls only when requirements.txt changes; safe to run again.
-$(STAMP): requirements.txt
+# Reinstalls only when the requirements change; safe to run again.
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 $(MP_STAMP): requirements-mediapipe.txt

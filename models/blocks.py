@@ -9,6 +9,11 @@ from keras import layers
 
 from errors import UserError
 
+# ImageNet's per-channel statistics for images in [0, 1], RGB (torchvision's, as keras-hub and
+# segmentation_models normalise ResNet inputs).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # Which encoder layers feed the decoder, ordered shallow -> deep (stride 2, 4, ...).
 # The last name is the deepest feature map the decoder starts from; the others are skips.
 SKIPS = {

@@ -4,15 +4,13 @@ import keras
 from keras import layers
 
 from errors import UserError
-from models.blocks import SKIPS, check_bool, check_input_shape, check_num_classes
+from models.blocks import IMAGENET_MEAN, IMAGENET_STD, SKIPS, check_bool, check_input_shape, check_num_classes
 from models.blocks import feature_extractor, unet_decoder
 from models.weights import load_encoder_weights, no_imagenet_message, parse_encoder_weights
 
 BLOCKS_PER_STAGE = (3, 4, 6, 3)
 STAGE_FILTERS = (64, 128, 256, 512)
 BN_EPSILON = 1e-5  # torchvision's value, so ported PyTorch weights give the same outputs
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def basic_block(x, filters, stride, name):

@@ -44,6 +44,8 @@ def parse_args(argv):
                              "(default: the run's training image size)")
     parser.add_argument("--dataset", help="dataset for calibration and the check (default: the run's)")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    parser.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                        help="a loader option, repeatable (default: the run's own)")
     parser.add_argument("--calibration-images", type=int, default=64,
                         help="int8: training images the activation ranges are calibrated on (default 64)")
     parser.add_argument("--check-images", type=int, default=4,
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     result = export.export_model(args.model, args.format, args.out, quantize=args.quantize,
                                  image_size=args.image_size and tuple(args.image_size), dataset=args.dataset,
-                                 data_dir=args.data_dir, calibration_count=args.calibration_images,
+                                 data_dir=args.data_dir, data_options=args.data_option,
+                                 calibration_count=args.calibration_images,
                                  check_count=args.check_images)
     if result.note:
         print(result.note)

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     options = cli.inference_options(args)
     if not 0 <= args.smooth < 1:
         raise UserError(f"--smooth must be in [0, 1), got {args.smooth}")
-    fileio.check_writable(args.out, "--out")
+    fileio.check_writable(args.out, "--out", kind="folder")
     predictor = load_predictor(args.model, num_threads=args.threads)
     jobs = predicting.collect(args.inputs)
     for job, written, note in predicting.predict_jobs(predictor, jobs, args.out, options, args.alpha, args.smooth):

@@ -43,6 +43,7 @@ import models  # noqa: E402
 from data.common import default_colors  # noqa: E402
 from data.pipeline import prepare  # noqa: E402
 from errors import UserError  # noqa: E402
+from bench.flops import TRAINING_FACTOR, model_flops  # noqa: E402
 from segkit import cli, runtime  # noqa: E402
 from segkit.config import TrainConfig, validate  # noqa: E402
 from segkit.loop_keras import build_and_compile  # noqa: E402
@@ -58,10 +59,14 @@ def parse_args(argv):
     parser.add_argument("--loss", default="cce", help="as train.py's --loss")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--alpha", type=float, default=None, help="MobileNet width, as train.py's --alpha")
+    parser.add_argument("--variant", default=None, help="the model's variant, as train.py's --variant")
     parser.add_argument("--num-classes", type=int, default=None, help="logit channels (default: shapes' 4)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
     parser.add_argument("--count", type=int, default=64, help="generated scenes, cached, shuffled each pass")
+    parser.add_argument("--peak-gflops", type=float, default=813.0,
+                        help="the CPU's bf16 matmul peak, for the share of it training reaches (default 813: a "
+                             "2048x2048 bf16 matmul on this 2-core machine)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args(argv)
     for flag in ("steps", "warmup", "count"):
@@ -75,7 +80,7 @@ def parse_args(argv):
 def bench_config(args) -> TrainConfig:
     config = TrainConfig(dataset="shapes", model=args.model, image_size=tuple(args.image_size),
                          batch_size=args.batch_size, precision=args.precision, loss=args.loss,
-                         jit_compile=args.jit_compile, alpha=args.alpha, epochs=1, steps_per_epoch=args.steps)
+                         jit_compile=args.jit_compile, alpha=args.alpha, variant=args.variant, epochs=1, steps_per_epoch=args.steps)
     validate(config)
     return config
 
@@ -182,12 +187,21 @@ def main(argv=None) -> int:
               "infer_images_per_sec": round(infer, 2),
               "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "tensorflow": tf.__version__, "keras": keras.__version__}
+    flops = None if config.model == "unet_tf" else model_flops(config.model, config.image_size, info.num_classes,
+                                                                 **config.model_options())
+    if flops:
+        achieved = TRAINING_FACTOR * flops * steady / 1e9
+        result.update({"forward_gflop_per_image": round(flops / 1e9, 3), "train_gflops": round(achieved, 1),
+                       "share_of_peak": round(achieved / args.peak_gflops, 3)})
     h, w = config.image_size
     print(f"{config.model} {h}x{w} batch {config.batch_size}, {info.num_classes} classes, loss {config.loss}, "
           f"{policy}{', XLA' if config.jit_compile else ''}, {params:,} parameters")
     print(f"train  {steady:7.2f} images/s steady ({args.steps} steps after {args.warmup} warm-up; "
           f"{wall:.2f} images/s over the whole fit call)")
     print(f"infer  {infer:7.2f} images/s (median batch of {args.steps})")
+    if flops:
+        print(f"work   {flops / 1e9:.2f} GFLOP forward per image; training at {result['train_gflops']:.0f} GFLOP/s "
+              f"({TRAINING_FACTOR}x forward) = {100 * result['share_of_peak']:.0f}% of {args.peak_gflops:.0f} GFLOP/s")
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     if args.json:
         print(json.dumps(result))

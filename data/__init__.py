@@ -7,6 +7,7 @@ yields `(image float32 (H, W, 3) in [0, 1], mask int32 (H, W))` with 255 = ignor
 """
 
 import dataclasses
+import inspect
 import os
 
 # Before TensorFlow is first imported: for `python -m data.verify` this package is imported before the
@@ -30,10 +31,37 @@ DATASETS = {
 }
 
 
-def load_dataset(name: str, data_dir=None, split: str = "train", **options):
-    """(dataset, info) for dataset `name`; options go to that dataset's loader."""
+def parse_option(text: str):
+    """("key", value) from "key=value"; true/false/none, integers and decimals become Python values."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"a data option must be KEY=VALUE, got {text!r}")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    if lowered == "none":
+        return key, None
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def loader_options(name: str) -> list:
+    """The options dataset `name`'s loader takes besides data_dir and split (e.g. voc: aug, cache)."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return [p for p in inspect.signature(DATASETS[name]).parameters if p not in ("data_dir", "split")]
+
+
+def load_dataset(name: str, data_dir=None, split: str = "train", **options):
+    """(dataset, info) for dataset `name`; options go to that dataset's loader (an unknown one is refused)."""
+    accepted = loader_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"{name}: unknown data option {unknown[0]!r}; its loader takes: {', '.join(accepted) or 'none'}")
     parts = split.split("+")
     if len(parts) == 1:
         return DATASETS[name](data_dir=data_dir, split=split, **options)
@@ -49,5 +77,4 @@ def load_dataset(name: str, data_dir=None, split: str = "train", **options):
 
 
 __all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "data_errors_as_user_errors",
-           "explain_data_error",
-           "load_dataset"]
+           "explain_data_error", "load_dataset", "loader_options", "parse_option"]

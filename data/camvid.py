@@ -35,7 +35,11 @@ LUT_11 = value_lut({**{i: i for i in range(11)}, 11: IGNORE})
 def _segnet_pairs(root: Path, split: str) -> list:
     pairs = []
     listing = root / f"{split}.txt"
-    for number, line in enumerate(listing.read_text().splitlines(), 1):
+    try:
+        text = listing.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"camvid: cannot read the list {listing} ({type(exc).__name__}: {exc})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -63,7 +67,8 @@ def _load_segnet(root: Path, split: str, cache: bool):
         return read_image(image_path), remap(read_mask(mask_path), LUT_11, mask_path)
 
     info = DatasetInfo("camvid", CLASSES_11, COLORS_11, split=split, files=tuple(pairs), homepage=HOMEPAGE)
-    return from_pairs(pairs, decode, cache=cache), info
+    source = f"camvid split {split!r} ({root / (split + '.txt')} lists none)"
+    return from_pairs(pairs, decode, cache=cache, source=source), info
 
 
 def read_class_dict(path: Path):
@@ -110,7 +115,7 @@ def _load_colour(root: Path, split: str, cache: bool):
         return read_image(image_path), remap_colors(read_color_mask(mask_path), mapping, mask_path)
 
     info = DatasetInfo("camvid", tuple(names), tuple(colors), split=split, files=tuple(pairs), homepage=HOMEPAGE)
-    return from_pairs(pairs, decode, cache=cache), info
+    return from_pairs(pairs, decode, cache=cache, source=f"camvid split {split!r} ({root / split})"), info
 
 
 def _form(data_dir):

@@ -99,10 +99,57 @@ def read_image(path) -> tf.Tensor:
     return image
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types (IHDR byte 25): 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGB + alpha.
+PNG_PALETTE, PNG_COLOUR_TYPES = 3, (2, 6)
+
+
+def png_header(path) -> tuple | None:
+    """(bit depth, colour type) from a PNG file's IHDR, or None for a file that is not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE):
+        return None
+    return head[24], head[25]
+
+
 def read_mask(path) -> tf.Tensor:
-    """Decode a single-channel label PNG to int32 (H, W) holding the stored values."""
-    mask = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint8)
-    return tf.cast(mask[..., 0], tf.int32)
+    """Decode a single-channel label PNG to int32 (H, W) holding the stored values, whatever their width.
+
+    8-bit grey: the values. 16-bit grey: the values (0..65535; `remap` refuses those the dataset does not
+    define), not the top 8 bits that an 8-bit decode would give (labels 0..255 stored in 16 bits would all
+    read as 0). 1-, 2- and 4-bit grey: the stored sample values, not the decoder's 0..255 scaling. A palette
+    PNG: its palette indices (what label tools store), not grey levels of the palette colours. An RGB(A)
+    PNG is refused with a line naming the file: its colours are not class values. Other formats are
+    decoded as 8-bit grey.
+    """
+    contents = tf.io.read_file(path)
+    head = tf.strings.join([tf.strings.substr(contents, 0, 26), tf.constant(b"\0" * 26)])
+    is_png = tf.equal(tf.strings.substr(head, 0, 8), PNG_SIGNATURE)
+    ihdr = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 24, 2), tf.uint8), tf.int32)
+    depth = tf.where(is_png, ihdr[0], 8)
+    colour = tf.where(is_png, ihdr[1], 0)
+    is_colour = tf.reduce_any(tf.equal(colour, PNG_COLOUR_TYPES))
+    message = tf.strings.format("mask {} is a colour (RGB) PNG; expected one class value per pixel (a grey "
+                                "or palette PNG, as the dataset stores its labels)", path)
+
+    def grey():
+        values = tf.cast(tf.io.decode_png(contents, channels=1, dtype=tf.uint8)[..., 0], tf.int32)
+        # the decoder scales 1-, 2- and 4-bit samples to 0..255 (by 255, 85, 17): undo it
+        step = tf.where(depth < 8, 255 // (tf.bitwise.left_shift(1, tf.minimum(depth, 7)) - 1), 1)
+        return values // step
+
+    def wide():
+        return tf.cast(tf.io.decode_png(contents, channels=1, dtype=tf.uint16)[..., 0], tf.int32)
+
+    def palette():
+        return read_index_mask(path, ("P",))
+
+    branch = tf.where(colour == PNG_PALETTE, 2, tf.where(depth == 16, 1, 0))
+    with tf.control_dependencies([data_check(tf.logical_not(is_colour), message)]):
+        mask = tf.switch_case(branch, [grey, wide, palette])
+    mask.set_shape([None, None])
+    return mask
 
 
 def read_color_mask(path) -> tf.Tensor:
@@ -146,7 +193,7 @@ def _pil_index_mask(path, modes):
     """(int32 (H, W) stored values, "") read with PIL, or (empty, reason) when that is not possible."""
     from PIL import Image
 
-    path = path.decode()
+    path = (path.item() if isinstance(path, np.ndarray) else path).decode()  # bytes (graph) or a 0-d array (eager)
     modes = [m.decode() for m in modes]
     try:
         with Image.open(path) as im:
@@ -236,8 +283,11 @@ def shard_files(num_shards: int, index: int):
         _file_shard = previous
 
 
-def from_pairs(pairs, decode_pair, cache: bool = True) -> tf.data.Dataset:
+def from_pairs(pairs, decode_pair, cache: bool = True, source: str = "") -> tf.data.Dataset:
     """Dataset of (image float32 [0,1], mask int32) from (image_path, mask_path) pairs.
+
+    `source` says where the pairs were looked for, for the error when there are none: the dataset, the
+    split and the list file or folder, e.g. "camvid split 'train' (data/camvid/train.txt)".
 
     `decode_pair(image_path, mask_path) -> (uint8 image, int32 mask)` does the reading and
     label mapping; the size check is added here. Decoded uint8 frames are cached in memory
@@ -245,7 +295,8 @@ def from_pairs(pairs, decode_pair, cache: bool = True) -> tf.data.Dataset:
     worker's share of the pairs is read.
     """
     if not pairs:
-        raise UserError("no image/mask pairs found")
+        raise UserError(f"no image/mask pairs found for {source or 'this dataset'}; "
+                        "check the list file or folder, or choose another split")
     images = [str(i) for i, _ in pairs]
     masks = [str(m) for _, m in pairs]
 
@@ -300,18 +351,25 @@ def find_unreadable(files) -> str | None:
 def explain_data_error(error: Exception, info: DatasetInfo | None = None) -> str | None:
     """One line for a TensorFlow error raised while reading data, or None if it is not about data."""
     text = str(getattr(error, "message", error))
-    # tf.debugging.Assert prints its data as `[MARK] [message] [MARK]`, with quotes escaped.
-    found = re.search(re.escape(_MARK) + r"\]\s*\[(.*)\]\s*\[" + re.escape(_MARK), text, re.S)
+    # tf.debugging.Assert prints its data as `[MARK] [message] [MARK]` inside a graph (tf.data), and as
+    # `b'MARK'\nb'message'\nb'MARK'` when run eagerly, with quotes escaped.
+    found = (re.search(re.escape(_MARK) + r"\]\s*\[(.*)\]\s*\[" + re.escape(_MARK), text, re.S)
+             or re.search(re.escape(_MARK) + r"'\s*b['\"](.*)['\"]\s*b'" + re.escape(_MARK), text, re.S))
     if found:
         return found.group(1).replace('\\"', '"').replace("\\'", "'").replace("\n", " ").strip()
+    # Only an error that looks like a failed read is worth reading every file again for (an out-of-memory
+    # error, say, is not about the data).
+    decode_words = ("decode", "Decode", "Input is empty", "PNG", "JPEG", "BMP", "GIF", "image", "Uncompress",
+                    "corrupt", "No such file", "Unknown image file format")
+    if not any(word in text for word in decode_words):
+        return None
     if info is not None and info.files:
         unreadable = find_unreadable(info.files)
         if unreadable:
             return f"{info.name}: {unreadable}"
-    decode_words = ("decode", "Input is empty", "PNG", "JPEG", "Unknown image file format", "No such file")
-    if info is None and any(word in text for word in decode_words):
+    if info is None:
         first = text.strip().splitlines()[0]
-        return f"{info.name if info else 'data'}: could not read an image or mask: {first}"
+        return f"data: could not read an image or mask: {first}"
     return None
 
 

@@ -4,7 +4,9 @@
     data_dir/{split}/images/ ...      with  data_dir/{split}/masks/ ...       -> the splits by folder name
     data_dir/classes.txt              optional, one class name per line (class 0 first)
 
-A mask is the PNG with its image's file stem; an image without one is an error. Masks hold one
+A mask is the PNG with its image's file stem; an image without one is an error. A flat layout has
+one split, "all"; with `val_fraction=F` (train.py's `--val-fraction`) it also has "train" and "val":
+every round(1/F)-th image, in file-name order, is held out for "val" and the rest is "train". Masks hold one
 value per pixel (PIL modes L, P (palette indices), I;16, I or 1). What the values mean is decided
 once from the masks of all splits, so every split gets the same mapping:
 
@@ -99,14 +101,27 @@ def _class_mapping(split_dirs: dict, names, binary, num_classes, remap_values: b
 
 
 def load(data_dir=None, split: str = "train", binary: bool | None = None, num_classes: int | None = None,
-         remap: bool = False, cache: bool = True):
+         remap: bool = False, cache: bool = True, val_fraction: float | None = None):
     """Load `split` (a subfolder name, or "all" for a flat layout), images in file-name order.
 
+    val_fraction: for a flat layout, also offer "train" and "val" (see the module docstring).
     binary: True for 0/255 masks, False for index masks, None (default) to decide from the masks.
     num_classes: K when masks hold indices 0..K-1 (default: classes.txt, else the largest value + 1).
     remap: map the values that occur to 0..K-1 in increasing order (see the module docstring).
     """
     root, split_dirs = _split_dirs(data_dir)
+    held_out = None
+    if val_fraction is not None:
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+            raise UserError(f"folder: val_fraction must be a number between 0 and 1, got {val_fraction!r}")
+        if set(split_dirs) != {FLAT_SPLIT}:
+            raise UserError(f"folder: {root} has its own splits ({', '.join(sorted(split_dirs))}); val_fraction "
+                            "applies to a flat images/ + masks/ layout")
+        held_out = split
+        split_dirs = {**split_dirs, "train": root, "val": root}
+    elif set(split_dirs) == {FLAT_SPLIT} and split in ("train", "val"):
+        raise UserError(f"folder: {root} holds one flat split ('all'); pass --val-fraction F (e.g. 0.1) to hold "
+                        f"out every 1/F-th image for 'val' and train on the rest")
     check_split(split, split_dirs, "folder", root)
     names_file = root / "classes.txt"
     names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()] \
@@ -135,6 +150,12 @@ def load(data_dir=None, split: str = "train", binary: bool | None = None, num_cl
         pairs.append((image, mask))
     if not pairs:
         raise UserError(f"folder: no images in {folder / 'images'}")
+    if held_out in ("train", "val"):
+        every = max(2, round(1 / val_fraction))
+        pairs = [p for k, p in enumerate(pairs) if (k % every == every - 1) == (held_out == "val")]
+        if not pairs:
+            raise UserError(f"folder: val_fraction={val_fraction} leaves no '{held_out}' images of "
+                            f"{len(list_images(folder / 'images'))}")
     lut = value_lut(mapping, size=max(256, max(mapping) + 1))
 
     def decode(image_path, mask_path):

@@ -26,8 +26,10 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data import DATASETS, load_dataset  # noqa: E402
-from data.common import AUTOTUNE, DatasetInfo, explain_data_error, mask_class_counts  # noqa: E402
+import data  # noqa: E402
+from data import DATASETS, load_dataset, parse_option  # noqa: E402
+from data.common import (AUTOTUNE, PNG_PALETTE, DatasetInfo, explain_data_error, mask_class_counts,  # noqa: E402
+                         png_header)
 from errors import UserError  # noqa: E402
 from losses import class_weights_from_counts  # noqa: E402
 
@@ -42,29 +44,12 @@ class SplitReport:
     counts: np.ndarray  # pixels per class
     ignored: int  # pixels with a value outside the classes (255)
     problems: list
-
-
-def parse_option(text: str):
-    """("key", value) from "key=value"; true/false/none and integers become Python values."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise UserError(f"--option must be KEY=VALUE, got {text!r}")
-    lowered = raw.strip().lower()
-    if lowered in ("true", "false"):
-        return key, lowered == "true"
-    if lowered == "none":
-        return key, None
-    try:
-        return key, int(raw)
-    except ValueError:
-        return key, raw
+    notes: list = dataclasses.field(default_factory=list)  # how the masks are stored, when not 8-bit grey
 
 
 def loader_options(name: str, options: dict) -> dict:
     """`options` checked against the loader's parameters, with caching off unless asked for."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-    accepted = [p for p in inspect.signature(DATASETS[name]).parameters if p not in ("data_dir", "split")]
+    accepted = data.loader_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
@@ -127,7 +112,27 @@ def scan_split(name: str, data_dir, split: str, options: dict) -> SplitReport:
         counts += count.numpy()
         pixels += int(size)
         images, in_a_row = images + 1, 0
-    return SplitReport(info, images, counts, pixels - int(counts.sum()), problems)
+    if images > len(problems) and not counts.sum():
+        problems.append("no mask has a labelled pixel (every pixel is void / ignored): nothing to learn from")
+    return SplitReport(info, images, counts, pixels - int(counts.sum()), problems, mask_notes(info))
+
+
+def mask_notes(info: DatasetInfo) -> list:
+    """One line per kind of PNG mask that is not 8-bit grey (16-bit, palette), with how it is read."""
+    kinds = {}
+    for _, mask in info.files:
+        try:
+            header = png_header(mask) if str(mask).lower().endswith(".png") else None
+        except OSError:
+            continue  # reported as a problem when read
+        if header is None:
+            continue
+        depth, colour = header
+        kind = ("palette PNGs (read as their palette indices)" if colour == PNG_PALETTE else
+                f"{depth}-bit PNGs (read as their stored values)" if depth != 8 else None)
+        if kind:
+            kinds.setdefault(kind, []).append(mask)
+    return [f"{len(paths)} of {len(info.files)} masks are {kind}, e.g. {paths[0]}" for kind, paths in kinds.items()]
 
 
 def format_report(name: str, report: SplitReport) -> str:
@@ -140,6 +145,7 @@ def format_report(name: str, report: SplitReport) -> str:
         percent = 100.0 * count / labelled if labelled else 0.0
         lines.append(f"  {class_name:<{width}}  {count:>12d}  {percent:>7.2f}%  {weight:>7.3f}")
     lines.append(f"  {'(ignored)':<{width}}  {report.ignored:>12d}")
+    lines += [f"  note: {note}" for note in report.notes]
     if report.problems:
         lines.append(f"  {len(report.problems)} problem(s):")
         lines += [f"  problem: {p}" for p in report.problems]

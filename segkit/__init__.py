@@ -18,5 +18,6 @@ the same functions. Imports run one way: scripts -> segkit -> data/models/losses
     export/       SavedModel, TFLite and .keras exports checked against their source
     visualize     colour masks, overlays, curves, confusion matrices
     fileio        atomic writes, readable-JSON and writable-path checks
+    memory        will it fit: memory estimates for training and inference, checked before the work
     cli           the scripts' entry point and shared flags
 """

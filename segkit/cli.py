@@ -9,6 +9,7 @@ bench.latency (flip and multi-scale averaging, a fixed input size, sliding windo
 from __future__ import annotations
 
 import sys
+import time
 
 from errors import UserError
 
@@ -64,3 +65,26 @@ def inference_options(args) -> dict:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     return {"tta": args.tta, "scales": check_scales(args.scales), "input_size": args.image_size and tuple(args.image_size),
             "window": args.window and tuple(args.window)}
+
+
+class Progress:
+    """progress(done, total) -> a line on stderr: rewritten in place on a terminal, else one line every ~10%
+    (so logs stay short). Ends with the rate once done == total."""
+
+    def __init__(self, unit: str, stream=None):
+        self.unit, self.stream = unit, stream or sys.stderr
+        self.start, self.last_decile = time.perf_counter(), -1
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def __call__(self, done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        of = f"/{total}" if total > 0 else ""
+        line = f"{done}{of} {self.unit}, {rate:.1f} {self.unit}/s"
+        finished = total > 0 and done >= total
+        if self.tty:
+            print("\r" + line, end="\n" if finished else "", file=self.stream, flush=True)
+            return
+        decile = int(10 * done / total) if total > 0 else done // 50
+        if decile != self.last_decile or finished:
+            self.last_decile = decile
+            print(line, file=self.stream, flush=True)

@@ -20,6 +20,8 @@ class TrainConfig:
     # data
     dataset: str = "sample"
     data_dir: str | None = None
+    data_options: dict = dataclasses.field(default_factory=dict)  # loader options, e.g. {"aug": True} (voc)
+    val_fraction: float | None = None  # hold out this share of a flat folder dataset for "val"
     train_split: str = "train"
     val_split: str = "val"
     image_size: tuple = (160, 224)  # training crop (H, W), multiples of 32
@@ -70,6 +72,13 @@ class TrainConfig:
             options["encoder_trainable"] = False
         return options
 
+    def loader_options(self) -> dict:
+        """Keyword options for data.load_dataset: --data-option values, and val_fraction when set."""
+        options = dict(self.data_options)
+        if self.val_fraction is not None:
+            options["val_fraction"] = self.val_fraction
+        return options
+
     def loss_params(self) -> dict:
         params = {"alpha": self.loss_alpha, "beta": self.loss_beta, "lam": self.loss_lam, "gamma": self.loss_gamma}
         return {k: v for k, v in params.items() if v is not None}
@@ -90,6 +99,9 @@ class TrainConfig:
 HELP = {
     "dataset": "dataset name (see data.DATASETS)",
     "data_dir": "dataset root folder (not needed for sample and shapes)",
+    "data_options": "a loader option KEY=VALUE, repeatable: aug=true (voc: SBD labels), remap=true / binary=false "
+                    "(folder), cache=false; `python -m data.verify` lists a dataset's (default: none)",
+    "val_fraction": "hold out every 1/F-th image of a flat folder dataset (images/ + masks/) as its val split",
     "image_size": "training crop H W, multiples of 32",
     "val_image_size": "resize validation images to H W (default: native size padded to a multiple of 32)",
     "encoder_weights": "none | imagenet | PATH to a weights file",
@@ -115,13 +127,80 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if "(default" not in help_text:  # a help text may say what its default means instead
             help_text += f" (default: {field.default})"
         kind = field.type.split("|")[0].strip()
-        if kind == "bool":
+        if kind == "dict":
+            flag = "--data-option"  # one KEY=VALUE per flag
+            parser.add_argument(flag, dest=field.name, action="append", metavar="KEY=VALUE", default=None,
+                                help=help_text)
+        elif kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind == "tuple":
             parser.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), default=None, help=help_text)
         else:
             parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None,
                                 help=help_text)
+
+
+def parse_data_options(values) -> dict:
+    """{key: value} from --data-option KEY=VALUE strings (true/false/none and numbers converted)."""
+    from data import parse_option
+
+    return dict(parse_option(text) for text in values or ())
+
+
+def load_config_file(path) -> TrainConfig:
+    """The TrainConfig in `path`: a run folder's config.json (its "config" entry), or a JSON / YAML file of
+    TrainConfig fields. The stored run_dir is dropped (a new run gets its own folder); an unknown field or
+    a value of the wrong kind is refused in one line."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"--config {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            import json
+
+            values = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+        raise UserError(f"--config {str(path)!r} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    if isinstance(values, dict) and isinstance(values.get("config"), dict):
+        values = values["config"]  # a run folder's config.json
+    if not isinstance(values, dict):
+        raise UserError(f"--config {str(path)!r} must hold a mapping of TrainConfig fields")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"--config {str(path)!r}: unknown field(s) {unknown}; fields are the flags' names with "
+                        f"underscores (python train.py --help)")
+    values = {k: v for k, v in values.items() if k != "run_dir"}
+    try:
+        config = TrainConfig.from_json(values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--config {str(path)!r}: {exc}") from None
+    try:
+        validate(config)
+    except UserError as exc:
+        raise UserError(f"--config {str(path)!r}: {exc}") from None
+    return config
+
+
+def run_loader_options(run_config: dict, dataset: str | None = None, given=None) -> dict:
+    """Loader options for reading a run's data again (evaluate, export): those the run trained with, when
+    `dataset` is the run's own (or not given), overridden by `given` (--data-option strings or a dict)."""
+    stored = {}
+    if run_config and dataset in (None, run_config.get("dataset")):
+        stored = TrainConfig.from_json(run_config).loader_options()
+    extra = given if isinstance(given, dict) else parse_data_options(given)
+    return {**stored, **extra}
 
 
 def to_flags(config: TrainConfig) -> list:
@@ -138,6 +217,9 @@ def to_flags(config: TrainConfig) -> list:
             continue
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            for key, option in value.items():
+                flags += ["--data-option", f"{key}={option}"]
         elif value is not None:
             flags += [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
     return flags
@@ -147,6 +229,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     config = dataclasses.replace(base) if base else TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
+        if field.name == "data_options" and value is not None:
+            value = {**config.data_options, **parse_data_options(value)}
         if value is not None:
             setattr(config, field.name, tuple(value) if isinstance(value, list) else value)
     validate(config)
@@ -157,10 +241,24 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+_KINDS = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple": (tuple, list), "dict": dict}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "tuple": "a pair of integers", "dict": "a mapping"}
+
+
 def validate(config: TrainConfig) -> None:
     """Check values early, naming the flag, what is allowed and what was given."""
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
+        # The kind first (a hand-edited config.json can hold anything): ints may stand for floats, not bools.
+        kind = field.type.split("|")[0].strip()
+        expected = _KINDS.get(kind)
+        if expected and not (value is None and "None" in field.type):
+            wrong = not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool))
+            if kind == "tuple" and not wrong:
+                wrong = any(not isinstance(v, int) or isinstance(v, bool) for v in value)
+            if wrong:
+                raise UserError(f"{_flag(field.name)} must be {_KIND_NAMES[kind]}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{_flag(field.name)} must be a finite number, got {value}")
     for key in ("image_size", "val_image_size"):
@@ -179,6 +277,10 @@ def validate(config: TrainConfig) -> None:
     for key in ("weight_decay", "warmup_epochs", "patience", "num_samples"):
         if getattr(config, key) < 0:
             raise UserError(f"{_flag(key)} must be at least 0, got {getattr(config, key)}")
+    if config.val_fraction is not None and not 0 < config.val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {config.val_fraction}")
+    if not isinstance(config.data_options, dict):
+        raise UserError(f"data_options must be a mapping of loader options, got {config.data_options!r}")
     if not 0 <= config.ema < 1:
         raise UserError(f"--ema must be in [0, 1) (0: off), got {config.ema}")
     if not config.lr > 0:

@@ -28,12 +28,18 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def remove(path: Path) -> None:
-    """Delete a file or a folder if it is there."""
+    """Delete a file or a folder if it is there (a name the system cannot hold is not there)."""
     path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
 
 
 def temporary_name(final: Path) -> Path:
@@ -53,6 +59,21 @@ def _no_space(exc: BaseException) -> bool:
     return False
 
 
+def _about(exc: BaseException, paths) -> OSError | None:
+    """The OSError in `exc` (or what it wraps) that names one of `paths` or a file inside one of them."""
+    names = [str(p) for p in paths]
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            for filename in (exc.filename, exc.filename2):
+                if filename is not None and any(str(filename) == n or str(filename).startswith(n + os.sep)
+                                                for n in names):
+                    return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _swap_in(tmp: Path, final: Path) -> None:
     """Move `tmp` to `final`; a folder replaces the old one by renaming it aside first."""
     if tmp.is_dir() and final.exists():
@@ -70,8 +91,9 @@ def atomic_path(final):
     """Yield a temporary path beside `final`; when the block ends without error, it becomes `final`.
 
     The temporary keeps `final`'s suffix (writers that choose a format by extension still work). On any
-    exception it is deleted and the exception goes on, except that running out of space becomes a
-    UserError naming `final`.
+    exception it is deleted and the exception goes on, except that running out of space, and any other
+    OSError about the file itself (no permission, a read-only disk, a name too long), become a UserError
+    naming `final`.
     """
     final = Path(final)
     tmp = temporary_name(final)
@@ -86,6 +108,10 @@ def atomic_path(final):
         if _no_space(exc):
             raise UserError(f"cannot write {final}: no space left (disk full or file-size limit); "
                             "the previous version, if any, is unchanged; free some space and run again") from None
+        failed = _about(exc, (tmp, final))
+        if failed is not None:
+            raise UserError(f"cannot write {final}: {failed.strerror or failed}; the previous version, if any, "
+                            "is unchanged") from None
         raise
 
 
@@ -118,24 +144,55 @@ def read_json(path, what: str = "file") -> dict:
     return value
 
 
-def check_writable(path, flag: str) -> Path:
-    """Raise a UserError naming `flag` unless `path` (a file or folder to be written, maybe not there yet)
-    can be created. Nothing is left behind: the check makes and removes a probe in the nearest existing
-    folder. Scripts call it before any long work, so a bad --out fails at once."""
+def check_writable(path, flag: str, kind: str | None = None) -> Path:
+    """Raise a UserError naming `flag` unless `path`, a file or folder to be written (maybe not there yet),
+    can be created where it is. Scripts call it before any long work, so a bad --out fails at once.
+
+    kind: "folder" (files are written inside it), "file" (written whole, through `atomic_path`), or None to
+    go by what is there, else by the name (a suffix means a file). The check makes what is missing of the
+    path and the temporary that `atomic_path` would write, then removes them: nothing is left behind, and
+    a name the file system refuses (too long, in a read-only or virtual folder) is caught here.
+    """
+    if str(path) == "":
+        raise UserError(f"{flag} is empty; give a {kind or 'file or folder'} name")
     path = Path(path)
-    if path.exists() and not path.is_dir() and path.suffix == "":
-        raise UserError(f"{flag} {str(path)!r} exists and is not a folder")
-    ancestor = path if path.is_dir() else path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    if kind not in (None, "file", "folder"):
+        raise ValueError(f"kind must be None, 'file' or 'folder', got {kind!r}")
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+        ancestor = path.parent  # the nearest folder that is there
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+    except OSError as exc:  # e.g. a name too long to look up
+        raise UserError(f"{flag} {str(path)!r} is not a usable path ({exc.strerror or exc})") from None
+    if kind is None:
+        kind = "folder" if is_dir or (not exists and path.suffix == "") else "file"
+    if exists and kind == "folder" and not is_dir:
+        raise UserError(f"{flag} {str(path)!r} exists and is not a folder; give a folder")
+    if exists and kind == "file" and is_dir:
+        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name")
     if not ancestor.is_dir():
         raise UserError(f"{flag} {str(path)!r} cannot be created: {ancestor} is a file, not a folder")
-    probe = ancestor / f"{TMP_PREFIX}probe-{os.getpid()}"
+    made = []  # folders this check created, removed again at the end
     try:
-        probe.mkdir()
-        probe.rmdir()
+        for folder in [p for p in reversed(path.parents) if not p.exists()]:
+            folder.mkdir()
+            made.append(folder)
+        if kind == "folder" and not exists:
+            path.mkdir()
+            made.append(path)
+        probe = path / f"{TMP_PREFIX}probe-{os.getpid()}" if kind == "folder" else temporary_name(path)
+        if os.path.lexists(probe):  # a temporary left by a killed writer: atomic_path replaces it anyway
+            probe = probe.parent / f"{TMP_PREFIX}probe-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"{flag} {str(path)!r} cannot be written in {ancestor} ({exc.strerror or exc})") from None
+        raise UserError(f"{flag} {str(path)!r} cannot be written ({exc.strerror or exc}"
+                        + (f": {exc.filename}" if exc.filename else "") + ")") from None
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 

@@ -21,12 +21,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from segkit import memory
 from segkit.loading import MULTIPLE, LoadedModel, load_model
 
 
 def pad_image(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
-    h, w = image.shape[:2]
-    return np.pad(image, ((0, -h % multiple), (0, -w % multiple), (0, 0)))
+    """Zeros on the bottom/right up to multiples of `multiple`: one image (H, W, C) or a batch (N, H, W, C)."""
+    h, w = image.shape[-3:-1]
+    padding = [(0, -h % multiple), (0, -w % multiple), (0, 0)]
+    return np.pad(image, [(0, 0)] * (image.ndim - 3) + padding)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,12 +67,14 @@ def resize_image_like_mediapipe(pixels: np.ndarray, size) -> np.ndarray:
 
 
 def resize_logits_like_mediapipe(logits: np.ndarray, size) -> np.ndarray:
-    """(h, w, C) -> (H, W, C) as MediaPipe resizes the output before its category mask's argmax:
-    bilinear with align_corners (scale (in - 1) / (out - 1))."""
-    if logits.shape[:2] == tuple(size):
+    """(h, w, C) or (N, h, w, C) -> the same at (H, W), as MediaPipe resizes the output before its category
+    mask's argmax: bilinear with align_corners (scale (in - 1) / (out - 1))."""
+    batch = logits if logits.ndim == 4 else logits[None]
+    if batch.shape[1:3] == tuple(size):
         return logits
-    return tf.raw_ops.ResizeBilinear(images=tf.constant(logits[None], tf.float32), size=size, align_corners=True,
-                                     half_pixel_centers=False)[0].numpy()
+    out = tf.raw_ops.ResizeBilinear(images=tf.constant(batch, tf.float32), size=size, align_corners=True,
+                                    half_pixel_centers=False).numpy()
+    return out if logits.ndim == 4 else out[0]
 
 
 class Predictor:
@@ -94,31 +99,31 @@ class Predictor:
     def num_classes(self):
         return len(self.info["class_names"])
 
-    def _forward(self, image: np.ndarray, input_size=None, window=None) -> np.ndarray:
-        """Logits at the image's own resolution.
+    def _forward(self, batch: np.ndarray, input_size=None, window=None) -> np.ndarray:
+        """Logits (N, H, W, C) at the images' own resolution for same-sized images (N, H, W, 3).
 
         input_size (H, W): run the model at that size and resize the logits back bilinearly.
         window (H, W): sliding-window inference with tiles of that size overlapping by a third,
         for images larger than the training size; overlapping logits are averaged.
         """
-        h, w = image.shape[:2]
+        h, w = batch.shape[1:3]
         if self.kind == "tflite" and self.fixed_size is not None:
-            return self._forward_like_mediapipe(image)
+            return self._forward_like_mediapipe(batch)
         size = input_size or self.fixed_size
         if size is not None:
-            resized = tf.image.resize(image, size, method="bilinear").numpy()
-            logits = self.batch_fn(resized[None])[0]
-            return tf.image.resize(logits, (h, w), method="bilinear").numpy()
+            resized = tf.image.resize(batch, size, method="bilinear").numpy()
+            return tf.image.resize(self.batch_fn(resized), (h, w), method="bilinear").numpy()
         if window is not None and (h > window[0] or w > window[1]):
-            return self._sliding(image, window)
-        logits = self.batch_fn(pad_image(image)[None])[0]
-        return np.asarray(logits[:h, :w], np.float32)
+            return np.stack([self._sliding(image, window) for image in batch])
+        logits = self.batch_fn(pad_image(batch))
+        return np.asarray(logits[:, :h, :w], np.float32)
 
-    def _forward_like_mediapipe(self, image: np.ndarray) -> np.ndarray:
+    def _forward_like_mediapipe(self, batch: np.ndarray) -> np.ndarray:
         size = tuple(self.fixed_size)
-        pixels = resize_image_like_mediapipe(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), size)
-        logits = np.asarray(self.batch_fn(pixels[None].astype(np.float32) / 255)[0], np.float32)
-        return resize_logits_like_mediapipe(logits, image.shape[:2])
+        pixels = np.round(np.clip(batch, 0, 1) * 255).astype(np.uint8)
+        resized = np.stack([resize_image_like_mediapipe(image, size) for image in pixels])
+        logits = np.asarray(self.batch_fn(resized.astype(np.float32) / 255), np.float32)
+        return resize_logits_like_mediapipe(logits, batch.shape[1:3])
 
     def _sliding(self, image: np.ndarray, window) -> np.ndarray:
         h, w = image.shape[:2]
@@ -141,36 +146,76 @@ class Predictor:
                 count[top:top + th, left:left + tw] += 1
         return (total / count)[:h, :w]
 
-    def logits(self, image, tta: str = "none", scales=(1.0,), input_size=None, window=None) -> np.ndarray:
-        """(H, W, C) logits for one float32 image (H, W, 3) in [0, 1].
+    def run_sizes(self, height: int, width: int, options) -> tuple:
+        """((h, w) the model runs at, pixels of the largest full-size view) for an image of height x width
+        under logits_batch's options: --scales resize the image, --image-size (or a fixed-size model)
+        resizes it to that size, --window runs tiles of that size over a larger image, else the image itself."""
+        run, full = (0, 0), 0
+        for scale in options.get("scales") or (1.0,):
+            h, w = (height, width) if scale == 1.0 else (max(32, round(height * scale)), max(32, round(width * scale)))
+            size = options.get("input_size") or self.fixed_size
+            window = options.get("window")
+            if size:
+                at = tuple(size)
+            elif window and (h > window[0] or w > window[1]):
+                at = tuple(window)
+            else:
+                at = (h, w)
+            run = max(run, at, key=lambda hw: hw[0] * hw[1])
+            full = max(full, h * w)
+        return run, full
+
+    def check_memory(self, height: int, width: int, options, what: str = "", batch: int = 1) -> None:
+        """A UserError (segkit.memory) when predicting `batch` images of height x width under `options` would
+        not fit in memory, suggesting --window or --image-size; `what` names the input in the message."""
+        model = "tflite" if self.kind == "tflite" else (self.info.get("config") or {}).get("model") or self.kind
+        (h, w), full = self.run_sizes(height, width, options)
+        run_at = "" if (h, w) == (height, width) else f", run at {w}x{h}"
+        memory.check_inference_size(h, w, model, batch=batch, num_classes=self.num_classes, image_pixels=full,
+                                    what=f"{what} ({width}x{height}{run_at})" if what else "")
+
+    def logits_batch(self, images, tta: str = "none", scales=(1.0,), input_size=None, window=None) -> np.ndarray:
+        """(N, H, W, C) logits for same-sized float32 images (N, H, W, 3) in [0, 1], in one model call
+        per view where the format allows (one per image for TFLite files, which hold batch 1).
 
         tta: "none" or "flip" (average with the horizontally flipped image); `scales`
-        adds multi-scale averaging: the image is resized by each factor, predicted, and
-        its logits resized back bilinearly before averaging.
+        adds multi-scale averaging: the images are resized by each factor, predicted, and
+        their logits resized back bilinearly before averaging.
         """
-        image = np.asarray(image, np.float32)
-        h, w = image.shape[:2]
+        images = np.asarray(images, np.float32)
+        h, w = images.shape[1:3]
         total, count = 0.0, 0
         for scale in scales:
-            scaled = image
+            scaled = images
             if scale != 1.0:
                 size = (max(MULTIPLE, round(h * scale)), max(MULTIPLE, round(w * scale)))
-                scaled = tf.image.resize(image, size, method="bilinear").numpy()
-            views = [scaled, scaled[:, ::-1]] if tta == "flip" else [scaled]
+                scaled = tf.image.resize(images, size, method="bilinear").numpy()
+            views = [scaled, scaled[:, :, ::-1]] if tta == "flip" else [scaled]
             for k, view in enumerate(views):
                 out = self._forward(np.ascontiguousarray(view), input_size, window)
                 if k == 1:
-                    out = out[:, ::-1]
+                    out = out[:, :, ::-1]
                 if scale != 1.0:
                     out = tf.image.resize(out, (h, w), method="bilinear").numpy()
                 total, count = total + out, count + 1
         return total / count
 
+    def logits(self, image, **options) -> np.ndarray:
+        """(H, W, C) logits for one float32 image (H, W, 3) in [0, 1]; options as logits_batch."""
+        return self.logits_batch(np.asarray(image, np.float32)[None], **options)[0]
+
+    def labels_batch(self, images, **options) -> np.ndarray:
+        return to_labels(self.logits_batch(images, **options))
+
     def labels(self, image, **options) -> np.ndarray:
-        logits = self.logits(image, **options)
-        if logits.shape[-1] == 1:  # binary model: one sigmoid logit
-            return (logits[..., 0] > 0).astype(np.int32)
-        return np.argmax(logits, axis=-1).astype(np.int32)
+        return to_labels(self.logits(image, **options))
+
+
+def to_labels(logits: np.ndarray) -> np.ndarray:
+    """Class indices from logits (..., C): argmax, or logit > 0 for a one-logit binary model."""
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).astype(np.int32)
+    return np.argmax(logits, axis=-1).astype(np.int32)
 
 
 def load_predictor(path, num_threads: int | None = None) -> Predictor:

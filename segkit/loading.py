@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def check_tflite_file(path: Path) -> None:
     try:
         model = schema.ModelT.InitFromPackedBuf(bytearray(payload), 0)
     except Exception as exc:  # struct.error / IndexError from reading past the end
-        raise UserError(f"{path} is truncated or damaged ({type(exc).__name__}: {exc}); export it again") from None
+        reason = str(exc) if isinstance(exc, struct.error) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"{path} is truncated or damaged (a file of {len(payload)} bytes; {reason}); "
+                        "export it again") from None
     buffers = model.buffers or []
     problems = []
     for k, buffer in enumerate(buffers):

@@ -7,6 +7,8 @@ For an image X.ext: X_mask.png (class indices as a palette PNG, the input's size
 (colours over the image, with a legend). For a video V.ext: V_overlay.mp4, every frame segmented,
 same frame count and frame rate. Inputs whose names would give the same output name get longer ones
 (`a/street.png`, `b/street.jpg` -> street_png_*, street_jpg_*), so no result overwrites another.
+Before anything is written, --out is checked and every input whose prediction would not fit in memory is
+refused with a line suggesting --window or --image-size (segkit.memory).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from data.common import IMAGE_EXTENSIONS
 from errors import UserError
-from segkit import fileio, visualize
+from segkit import fileio, memory, visualize
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -113,6 +115,28 @@ def collect(inputs) -> list:
     return jobs
 
 
+def input_size(job: Job) -> tuple:
+    """(H, W) of an image job (from its header) or of a video's frames."""
+    if job.kind == "image":
+        with Image.open(job.path) as im:
+            return im.size[1], im.size[0]
+    import cv2
+
+    capture = open_video(job.path)
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        capture.release()
+
+
+def check_memory(predictor, jobs, options) -> None:
+    """Refuse, before anything is written, an input whose prediction would not fit in memory; the
+    message suggests --window or --image-size (segkit.memory)."""
+    for job in jobs:
+        height, width = input_size(job)
+        predictor.check_memory(height, width, options, what=str(job.path))
+
+
 def with_legend(picture, predictor, labels) -> np.ndarray:
     present = set(np.unique(labels).tolist())
     strip = visualize.legend(predictor.class_names, predictor.colors, picture.shape[1], present=present)
@@ -171,7 +195,8 @@ def predict_jobs(predictor, jobs, out, options, alpha=0.5, smooth=0.0):
     """Segment every job into `out` (made here); yields (job, written paths, note) as each finishes."""
     if not 0 <= smooth < 1:
         raise UserError(f"--smooth must be in [0, 1), got {smooth}")
-    out = Path(out)
+    out = fileio.check_writable(out, "--out", kind="folder")
+    check_memory(predictor, jobs, options)
     out.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         if job.kind == "image":

@@ -19,11 +19,12 @@ writes the folder. The others make the same saves into a temporary folder delete
 (TensorFlow's multi-worker guide: saving may run collective ops, so every worker saves), and
 read history.csv on resume, so that all agree on the best epoch.
 
-Checks before anything is touched (`new_run`, `existing_run`): a folder that already holds a run is
-not reused for a new one; a run to resume must have a readable config.json and history.csv and a
-checkpoint that is a complete file, unless it never finished an epoch; a run folder in use by another
-process is refused (`lock`, an flock on the folder that the kernel releases when its process dies, SIGKILL
-included).
+Checks before anything is touched (`new_run`, `existing_run`): a folder that already holds a run with
+results (a history row, a checkpoint or a model) is not reused for a new one, while the leftover of a run
+stopped before its first epoch is; a run to resume must have a valid config.json, a readable history.csv
+with a row for every epoch of its checkpoint, and a checkpoint that is a complete training checkpoint,
+unless it has no results yet; a run folder in use by another process is refused (`lock`, an flock on the
+folder that the kernel releases when its process dies, SIGKILL included).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ import csv
 import dataclasses
 import fcntl
 import io
+import json
 import math
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +65,26 @@ class Run:
 
 
 def read_history(run_dir: Path) -> list:
+    """The rows of `run_dir`/history.csv (none if there is no file); a UserError naming the file when it is
+    not what `write_history` writes: a header with `epoch`, then one row per finished epoch, every value a
+    number (or empty), epochs distinct and at least 1."""
     path = Path(run_dir) / "history.csv"
     if not path.is_file():
         return []
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        for row in rows:
-            int(row["epoch"])
+        epochs = set()
+        for number, row in enumerate(rows, 2):
+            if None in row or None in row.values():
+                raise ValueError(f"line {number} has {'more' if None in row else 'fewer'} values than the header")
+            for value in row.values():
+                if value != "":
+                    float(value)
+            epoch = int(row["epoch"])
+            if epoch < 1 or epoch in epochs:
+                raise ValueError(f"line {number}: epoch {epoch} is {'repeated' if epoch in epochs else 'not >= 1'}")
+            epochs.add(epoch)
     except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path} is corrupt ({type(exc).__name__}: {exc}); restore it or start a new run") from None
     return rows
@@ -103,8 +118,15 @@ def check_checkpoint(path: Path) -> None:
     if path.suffix == ".keras":
         try:
             loading.check_keras_file(path, "checkpoint")
+            with zipfile.ZipFile(path) as archive:
+                stored = json.loads(archive.read("config.json"))
         except UserError as exc:
             raise UserError(f"{exc}; {hint}") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); {hint}") from None
+        if not isinstance(stored, dict) or not stored.get("compile_config"):
+            raise UserError(f"checkpoint {path} is a model without training state (no optimizer), not a "
+                            f"checkpoint; {hint}")
     elif not (path / "ckpt.index").is_file():
         raise UserError(f"checkpoint {path} is incomplete (no ckpt.index); {hint}")
 
@@ -113,17 +135,32 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def has_results(run_dir: Path) -> bool:
+    """True if the run in `run_dir` finished an epoch: a history row, a checkpoint or a saved model."""
+    run_dir = Path(run_dir)
+    try:
+        rows = read_history(run_dir)
+    except UserError:
+        return True  # a damaged history.csv is still someone's record: not ours to overwrite
+    return bool(rows) or latest_checkpoint(run_dir)[1] is not None or any(
+        (run_dir / name).exists() for name in ("model.keras", "saved_model"))
+
+
 def new_run(config: TrainConfig, writer: bool = True) -> Run:
     """A Run for a new training run in `config.run_dir` (or runs/<dataset>-<model>-<time>); the folder is made
-    by `start`. Refuses a folder that already holds a run."""
+    by `start`. Refuses a folder in use by another process, or one that holds a run with results; the
+    leftover of a run that was killed before it finished an epoch (config.json, logs) is used again."""
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run-dir {str(run_dir)!r} is a file, not a folder")
-    # Only the chief writes the folder; in a multi-worker run the others may find its config.json already.
-    if writer and (run_dir / "config.json").exists():
-        raise UserError(f"--run-dir {str(run_dir)!r} already holds a run; use --resume to continue it "
-                        "or choose a new folder")
-    fileio.check_writable(run_dir, "--run-dir")
+    # Only the chief writes the folder (and probes it); in a multi-worker run the others may find its
+    # config.json already.
+    if not writer:
+        return Run(run_dir, writer=writer)
+    fileio.check_writable(run_dir, "--run-dir", kind="folder")  # a file, a name too long, no permission
+    if run_dir.is_dir():
+        check_not_in_use(run_dir)
+        if (run_dir / "config.json").exists() and has_results(run_dir):
+            raise UserError(f"--run-dir {str(run_dir)!r} already holds a run; use --resume to continue it "
+                            "or choose a new folder")
     return Run(run_dir, writer=writer)
 
 
@@ -134,25 +171,43 @@ def existing_run(run_dir, epochs: int | None = None, writer: bool = True) -> tup
     config.json or history.csv, a damaged checkpoint, finished epochs without any checkpoint.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    try:
+        found = (run_dir / "config.json").is_file()
+    except OSError as exc:  # e.g. a name too long
+        raise UserError(f"--run-dir {str(run_dir)!r} is not a usable path ({exc.strerror or exc})") from None
+    if not found:
         raise UserError(f"--run-dir {str(run_dir)!r} has no config.json to resume from")
     stored = fileio.read_json(run_dir / "config.json", "run config")
     try:
+        missing = [key for key in ("dataset", "model") if key not in stored["config"]]
+        if missing:
+            raise ValueError(f"no {' or '.join(missing)}")
         config = TrainConfig.from_json(stored["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{run_dir / 'config.json'} is not a run config ({type(exc).__name__}: {exc})") from None
+        validate(config)
+    except (KeyError, TypeError, ValueError) as exc:  # UserError from validate included
+        reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"{run_dir / 'config.json'} is not a valid run config ({reason}); restore it or start a "
+                        "new run") from None
     if epochs is not None:
         config.epochs = epochs
-    validate(config)
+        validate(config)
+    if writer:  # the other workers of a multi-worker run share the folder the chief holds
+        check_not_in_use(run_dir)
     history = read_history(run_dir)
     epoch, checkpoint = latest_checkpoint(run_dir)
     finished = max((int(r["epoch"]) for r in history), default=0)
-    if checkpoint is None and finished:
-        raise UserError(f"{run_dir} lists {finished} finished epoch(s) in history.csv but has no checkpoint in "
-                        f"{run_dir / 'checkpoints'} to resume from; nothing was changed (start a new run, or "
-                        f"--init-from {run_dir} to start from its best model)")
+    if checkpoint is None and has_results(run_dir):
+        what = f"lists {finished} finished epoch(s) in history.csv" if finished else "holds a trained model"
+        raise UserError(f"{run_dir} {what} but has no checkpoint in {run_dir / 'checkpoints'} to resume from; "
+                        f"nothing was changed (start a new run, or one with --init-from {run_dir} to start from "
+                        "its model)")
     if checkpoint is not None:
         check_checkpoint(checkpoint)
+        missing = sorted(set(range(1, epoch + 1)) - {int(r["epoch"]) for r in history})
+        if missing:
+            raise UserError(f"{run_dir / 'history.csv'} has no row for epoch(s) {', '.join(map(str, missing[:5]))}"
+                            f"{' ...' if len(missing) > 5 else ''} that checkpoint {checkpoint.name} finished; "
+                            "restore it (the best model is chosen from it) or start a new run; nothing was changed")
     history = [r for r in history if int(r["epoch"]) <= epoch]
     return config, Run(run_dir, resume_epoch=epoch, checkpoint=checkpoint, history=history, writer=writer)
 
@@ -171,9 +226,27 @@ def lock(run: Run) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(handle)
-        raise UserError(f"run folder {run.dir} is in use by another process (a training run); wait for it to "
-                        "finish or stop it first") from None
+        raise UserError(_in_use(run.dir)) from None
     run._lock_file = handle
+
+
+def _in_use(run_dir) -> str:
+    return (f"run folder {run_dir} is in use by another process (a training run); wait for it to finish or "
+            "stop it first")
+
+
+def check_not_in_use(run_dir: Path) -> None:
+    """A UserError if another process holds `run_dir`'s lock (see `lock`); the folder is left as it is."""
+    try:
+        handle = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return  # not there (yet): nobody holds it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(_in_use(run_dir)) from None
+    finally:
+        os.close(handle)  # drops the lock taken just now, if any
 
 
 def unlock(run: Run) -> None:

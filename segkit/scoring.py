@@ -23,6 +23,7 @@ import metrics
 from data.common import evenly_spaced
 from errors import UserError
 from segkit import fileio, visualize
+from segkit.config import run_loader_options
 from segkit.inference import Predictor, load_predictor
 
 
@@ -45,9 +46,26 @@ def image_miou(true, pred, num_classes, ignore_index) -> float:
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
-def score(predictor, ds, info, options, limit=None, worst=0, samples=0):
+def _same_size_batches(ds, limit, batch_size):
+    """(first index, images, masks) for runs of up to `batch_size` consecutive same-sized examples."""
+    images, masks, first = [], [], 0
+    for index, (image, mask) in enumerate(ds.as_numpy_iterator()):
+        if limit is not None and index >= limit:
+            break
+        if images and (image.shape != images[0].shape or len(images) == batch_size):
+            yield first, np.stack(images), masks
+            images, masks, first = [], [], index
+        images.append(image)
+        masks.append(mask)
+    if images:
+        yield first, np.stack(images), masks
+
+
+def score(predictor, ds, info, options, limit=None, worst=0, samples=0, batch_size=8, progress=None):
     """(report dict, number of images, worst examples, sample examples) over a dataset of (image, mask).
 
+    Consecutive images of the same size are predicted `batch_size` at a time (one model call per view);
+    `progress(done, total)` is called after each batch (total < 0 when the split's size is unknown).
     Samples are `samples` (image, mask, pred) triples at evenly spaced positions of the split."""
     total = int(ds.cardinality())  # negative when unknown
     if limit is not None:
@@ -57,33 +75,42 @@ def score(predictor, ds, info, options, limit=None, worst=0, samples=0):
     size = max(info.num_classes, 2)
     metric = metrics.ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, name="miou")
     worst_heap = []  # (-score, index, image, mask, pred) of the lowest-scoring images
-    count = 0
-    for index, (image, mask) in enumerate(ds.as_numpy_iterator()):
-        if limit is not None and index >= limit:
-            break
-        pred = predictor.labels(image, **options)
-        metric.update_labels(mask, pred)
-        count += 1
-        if index in wanted:
-            sample_list.append((image, mask, pred))
-        if worst:
-            value = image_miou(mask, pred, size, info.ignore_index)
-            if math.isfinite(value):
-                heapq.heappush(worst_heap, (-value, index, image, mask, pred))
-                if len(worst_heap) > worst:
-                    heapq.heappop(worst_heap)
+    count, checked = 0, None
+    for first, images, masks in _same_size_batches(ds, limit, batch_size):
+        if images.shape != checked:  # a size (or batch) not seen yet: would it fit in memory?
+            predictor.check_memory(*images.shape[1:3], options, what=f"{info.name}/{info.split} image {first}",
+                                   batch=len(images))
+            checked = images.shape
+        preds = predictor.labels_batch(images, **options)
+        for index, image, mask, pred in zip(range(first, first + len(masks)), images, masks, preds):
+            metric.update_labels(mask, pred)
+            count += 1
+            if index in wanted:
+                sample_list.append((image, mask, pred))
+            if worst:
+                value = image_miou(mask, pred, size, info.ignore_index)
+                if math.isfinite(value):
+                    heapq.heappush(worst_heap, (-value, index, image, mask, pred))
+                    if len(worst_heap) > worst:
+                        heapq.heappop(worst_heap)
+        if progress is not None:
+            progress(count, total)
     names = list(info.class_names) if info.num_classes > 1 else ["background", info.class_names[0]]
     report = metric.report(names)
     worst_list = sorted(worst_heap, key=lambda e: -e[0])
     return report, count, [(-s, i, im, m, p) for s, i, im, m, p in worst_list], sample_list
 
 
-def evaluate_model(model, *, dataset=None, data_dir=None, split=None, limit=None, worst=0, samples=0,
-                   num_threads=None, **options) -> Evaluation:
-    """Score `model` (a path, or a Predictor) on a split: by default the dataset, folder and validation
-    split its run recorded. `options` are Predictor.logits' (tta, scales, input_size, window)."""
+def evaluate_model(model, *, dataset=None, data_dir=None, split=None, data_options=None, limit=None, worst=0,
+                   samples=0, num_threads=None, batch_size=8, progress=None, **options) -> Evaluation:
+    """Score `model` (a path, or a Predictor) on a split: by default the dataset, folder, loader options and
+    validation split its run recorded; `data_options` (a dict or KEY=VALUE strings) add or override
+    loader options. `options` are Predictor.logits' (tta, scales, input_size, window); batch_size and
+    progress as in `score`."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     predictor = model if isinstance(model, Predictor) else load_predictor(model, num_threads=num_threads)
     run_config = predictor.info.get("config", {})
     name = dataset or run_config.get("dataset")
@@ -91,11 +118,12 @@ def evaluate_model(model, *, dataset=None, data_dir=None, split=None, limit=None
         raise UserError(f"--dataset is needed: {predictor.path} does not record which dataset it was trained on")
     folder = data_dir if dataset or data_dir else run_config.get("data_dir")
     split = split or run_config.get("val_split", "val")
-    ds, info = data.load_dataset(name, folder, split)
+    ds, info = data.load_dataset(name, folder, split, **run_loader_options(run_config, dataset, data_options))
     if predictor.num_classes != info.num_classes:
         raise UserError(f"{predictor.path} predicts {predictor.num_classes} classes but {info.name} has {info.num_classes}")
     with data.data_errors_as_user_errors(info):
-        report, count, worst_list, sample_list = score(predictor, ds, info, options, limit, worst, samples)
+        report, count, worst_list, sample_list = score(predictor, ds, info, options, limit, worst, samples,
+                                                       batch_size, progress)
     if count == 0:
         raise UserError(f"{info.name}/{split} has no images to score")
     return Evaluation(report, count, predictor, info, split, worst_list, sample_list)

@@ -3,6 +3,8 @@
 `make_splits(config, run)` loads the config's splits, shares them between workers, batches them
 (data.pipeline: an endless, resumable stream of random scale/crop/flip/jitter batches for
 training; native size or --val-image-size for validation), works out the class weights and picks the validation images drawn every epoch.
+Refused first, in one line: a split smaller than one batch, a training split without a labelled pixel,
+and sizes whose training or validation step would not fit in memory (segkit.memory).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import losses
 from data.common import evenly_spaced, shard_files
 from data.pipeline import pad_to_multiple, prepare, training_stream
 from errors import UserError
-from segkit import runtime
+from segkit import memory, runtime
 
 
 @dataclasses.dataclass
@@ -35,6 +37,7 @@ class Splits:
     sample_masks: np.ndarray | None
     sharding: str = "none"  # how workers share the training split (see worker_share)
     val_sharding: str = "none"
+    val_info: data.DatasetInfo | None = None  # the validation split's (its file list names bad files)
 
 
 def class_weights(config, train_raw, info):
@@ -67,7 +70,7 @@ def worker_share(config, workers, split, raw, min_examples=1):
     if workers["num_workers"] == 1:
         return raw, "none"
     with shard_files(workers["num_workers"], workers["rank"]) as sharded:
-        part, _ = data.load_dataset(config.dataset, config.data_dir, split)
+        part, _ = data.load_dataset(config.dataset, config.data_dir, split, **config.loader_options())
     if sharded and int(part.cardinality()) >= min_examples:
         return part, "files"
     return raw, "data"
@@ -81,6 +84,26 @@ def with_shard_policy(ds, sharding):
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF if sharding == "files" else tf.data.experimental.AutoShardPolicy.DATA)
     return ds.with_options(options)
+
+
+def check_labelled(train_raw, info, num_train: int, data_dir=None) -> None:
+    """Refuse a training split in which no mask has a labelled pixel (every pixel void / ignore): the loss
+    would be 0 at every step and the run would save an untrained model. Reading stops at the first mask
+    with a labelled pixel, so a usual split costs one decoded example."""
+    for _, mask in train_raw.as_numpy_iterator():
+        if np.any((mask >= 0) & (mask < info.num_classes)):
+            return
+    raise UserError(f"{info.name}/{info.split}: none of its {num_train} masks has a labelled pixel (all are "
+                    f"void / ignore {info.ignore_index}); training would learn nothing. Check its label files "
+                    f"(python -m data.verify --dataset {info.name}"
+                    + (f" --data-dir {data_dir}" if data_dir else "") + f" --split {info.split})")
+
+
+def first_size(raw) -> tuple | None:
+    """(H, W) of the first example of `raw`, or None for an empty dataset."""
+    for image, _ in raw.take(1).as_numpy_iterator():
+        return tuple(int(v) for v in image.shape[:2])
+    return None
 
 
 def sample_batch(val_raw, count):
@@ -105,8 +128,8 @@ def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
     """Load, share, batch and describe the config's training and validation splits; the training batches
     start where epoch `start_epoch` starts (data.pipeline.training_stream), so a resumed run reads what
     an unbroken one would."""
-    train_raw, info = data.load_dataset(config.dataset, config.data_dir, config.train_split)
-    val_raw, val_info = data.load_dataset(config.dataset, config.data_dir, config.val_split)
+    train_raw, info = data.load_dataset(config.dataset, config.data_dir, config.train_split, **config.loader_options())
+    val_raw, val_info = data.load_dataset(config.dataset, config.data_dir, config.val_split, **config.loader_options())
     with data.data_errors_as_user_errors(info, val_info):
         workers = runtime.worker_info()
         global_batch = config.batch_size * replicas
@@ -116,6 +139,11 @@ def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
         if num_train < global_batch:
             raise UserError(f"{info.name}/{config.train_split} has {num_train} image(s), fewer than one batch of "
                             f"{global_batch}: nothing would be trained; lower --batch-size or add images")
+        memory.check_training_size(config.model, config.batch_size, config.image_size)
+        val_size = config.val_image_size or first_size(val_raw)
+        if val_size is not None:  # validation batches at native size are padded to a multiple of 32
+            memory.check_inference_size(*val_size, config.model, batch=config.batch_size, flag="--val-image-size")
+        check_labelled(train_raw, info, num_train, config.data_dir)
         steps = config.steps_per_epoch or num_train // global_batch
         train_part, sharding = worker_share(config, workers, config.train_split, train_raw, min_examples=global_batch)
         val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
@@ -126,4 +154,4 @@ def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
         weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
         sample_images, sample_masks = sample_batch(val_raw, config.num_samples)
     return Splits(with_shard_policy(train_ds, sharding), with_shard_policy(val_ds, val_sharding), info, steps,
-                  global_batch, num_train, weights, sample_images, sample_masks, sharding, val_sharding)
+                  global_batch, num_train, weights, sample_images, sample_masks, sharding, val_sharding, val_info)

@@ -73,13 +73,16 @@ def make_interpreter(path: Path, num_threads: int | None = None, runtime: str | 
             try:
                 return interpreter_class(model_path=str(path), num_threads=num_threads,
                                          experimental_op_resolver_type=resolver)
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:
                 raise UserError(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from None
 
     interpreter = build(xnnpack == "on")
     if xnnpack == "auto" and is_quantized(interpreter):
         interpreter = build(True)
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:  # a damaged file that passed the flatbuffer check
+        raise UserError(f"cannot run TFLite model {path}: {str(exc).splitlines()[0]}") from None
     return interpreter
 
 
@@ -113,7 +116,10 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
                 low, high = (0, 255) if inp["dtype"] == np.uint8 else (-128, 127)
                 x = np.clip(np.round(x / scale + zero), low, high)
             interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-            interpreter.invoke()
+            try:
+                interpreter.invoke()
+            except RuntimeError as exc:  # e.g. XNNPACK refusing a damaged quantization parameter
+                raise UserError(f"cannot run TFLite model {path}: {str(exc).strip().splitlines()[0]}") from None
             y = interpreter.get_tensor(out["index"])
             if out["dtype"] in (np.uint8, np.int8):
                 scale, zero = out["quantization"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+import data
 from errors import UserError
 from segkit import fileio, loop_keras, loop_tf, run_folder, runtime
 from segkit.config import TrainConfig, validate
@@ -89,7 +90,9 @@ def _train(config: TrainConfig, run: run_folder.Run) -> TrainResult:
         if run.resume_epoch:
             run_folder.trim_history(run)
         fit = LOOPS.get(config.model, loop_keras.fit)
-        recorder = fit(config, run, splits)
+        # A bad file met during training (not every file is read before it starts) ends in one line.
+        with data.data_errors_as_user_errors(splits.info, splits.val_info or splits.info):
+            recorder = fit(config, run, splits)
         runtime.wait_for_workers(run.strategy)
     except BaseException:
         # A new run that stops before its first checkpoint leaves no folder behind, so the same

@@ -228,6 +228,20 @@ def test_folder_split_subfolders(trees):
         folder.load(root, "all")
 
 
+def test_folder_val_fraction_holds_out_every_kth_image(trees):
+    """A flat folder has one split; --val-fraction 0.5 holds out every 2nd image (file-name order) for val."""
+    root = trees.folder_binary()  # a.png, b.png
+    with pytest.raises(UserError, match="one flat split .*--val-fraction"):
+        folder.load(root, "train")
+    _, train = folder.load(root, "train", val_fraction=0.5)
+    _, val = folder.load(root, "val", val_fraction=0.5)
+    assert [p[0].name for p in train.files] == ["a.png"] and [p[0].name for p in val.files] == ["b.png"]
+    with pytest.raises(UserError, match="has its own splits"):
+        folder.load(trees.folder_splits(), "train", val_fraction=0.5)
+    with pytest.raises(UserError, match="val_fraction must be a number between 0 and 1, got 1.5"):
+        folder.load(root, "val", val_fraction=1.5)
+
+
 def test_folder_mismatched_options(trees):
     with pytest.raises(UserError, match="classes.txt names 3 classes but num_classes=4"):
         folder.load(trees.folder_remap(), "all", num_classes=4)
@@ -285,8 +299,25 @@ def test_pets_default_mock_runs_the_checks(tmp_path):
 def test_pets_not_prepared_and_unknown_split(tmp_path):
     with pytest.raises(UserError, match="oxford_iiit_pet is not prepared in .*tfds build"):
         pets.load(tmp_path, "train")
-    with pytest.raises(UserError, match="no split 'val' .*found: train, test"):
-        pets.load(tmp_path, "val")
+    with pytest.raises(UserError, match="no split 'validation' .*found: train, val, test"):
+        pets.load(tmp_path, "validation")
+
+
+def test_pets_val_is_held_out_of_train(tmp_path, monkeypatch):
+    """train.py's default splits work for pets: val is the last 10% of tfds' train split, train the rest."""
+    import tensorflow_datasets as tfds
+
+    asked = []
+
+    def record(name, split, **kwargs):
+        asked.append(split)
+        raise AssertionError("not prepared")  # tfds' own way of saying so
+
+    monkeypatch.setattr(tfds, "load", record)
+    for split in ("train", "val", "test", "train[:50%]", "train+val"):
+        with pytest.raises(UserError):
+            pets.load(tmp_path, split)
+    assert asked == ["train[:90%]", "train[90%:]", "test", "train[:50%]", "train[:90%]+train[90%:]"]
 
 
 # ---------------------------------------------------------------------------

@@ -8,12 +8,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train", "evaluate", "predict", "export"}
 BASE = {"data", "models", "losses", "metrics"}
-SKIP = {".venv", ".venv-sm", ".git", "runs", "__pycache__", ".pytest_cache"}
+SKIP = {".git", "runs", "__pycache__", ".pytest_cache"}
 
 
 def python_files():
     for path in sorted(ROOT.rglob("*.py")):
-        if not SKIP & set(path.relative_to(ROOT).parts):
+        parts = path.relative_to(ROOT).parts
+        if not SKIP & set(parts) and not parts[0].startswith(".venv"):
             yield path
 
 

@@ -386,13 +386,15 @@ def test_resume_gives_the_history_of_an_unbroken_run(camvid_dir, tmp_path, monke
 def test_extending_a_finished_run_rebuilds_the_schedule(camvid_dir, tmp_path):
     """--resume --epochs N past the end: from the next epoch on, the learning rates of an N-epoch plan (not the
     old plan's last rate, which is 0 for poly)."""
+    from segkit.schedule import learning_rate, rate_at
+
     config = dict(steps_per_epoch=3, num_samples=0, lr_schedule="poly")
     short = trainer.train(tiny_config(camvid_dir, epochs=2, run_dir=str(tmp_path / "short"), **config))
-    long = trainer.train(tiny_config(camvid_dir, epochs=4, run_dir=str(tmp_path / "long"), **config))
     assert history(short.run_dir)[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # poly ends at 0
     trainer.resume(short.run_dir, epochs=4)
     rates = [row["lr"] for row in history(short.run_dir)]
-    assert rates[2:] == pytest.approx([row["lr"] for row in history(long.run_dir)][2:], rel=1e-6)
+    plan = learning_rate(tiny_config(camvid_dir, epochs=4, **config), 3)  # an unbroken 4-epoch run's rates
+    assert rates[2:] == pytest.approx([rate_at(plan, 3 * epoch) for epoch in (3, 4)], rel=1e-6)
     assert rates[2] > 0
     assert json.loads((short.run_dir / "config.json").read_text())["config"]["epochs"] == 4
 
@@ -403,3 +405,48 @@ def test_resume_takes_only_epochs(trained_run):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --resume takes its settings from the run's config.json; only --epochs may be given with it "
         "(got --lr)")
+
+
+def test_config_file_round_trip(trained_run, tmp_path):
+    """--config RUN/config.json repeats a run's settings (a new folder), flags override them, and JSON or YAML
+    files of TrainConfig fields work too; unknown fields and wrong kinds are refused in one line."""
+    import argparse
+
+    from segkit.config import add_config_flags, config_from_args, load_config_file
+
+    stored = TrainConfig.from_json(json.loads((trained_run / "config.json").read_text())["config"])
+    loaded = load_config_file(trained_run / "config.json")
+    assert loaded == TrainConfig.from_json({**stored.to_json(), "run_dir": None})
+    assert load_config_file(trained_run) == loaded  # the folder itself
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    varied = config_from_args(parser.parse_args(["--lr", "0.01", "--data-option", "cache=false"]), loaded)
+    assert varied.lr == 0.01 and varied.data_options == {"cache": False} and varied.epochs == stored.epochs
+    (tmp_path / "c.yaml").write_text("dataset: camvid\nimage_size: [64, 96]\nepochs: 2\ndata_options: {cache: false}\n")
+    assert load_config_file(tmp_path / "c.yaml") == TrainConfig(dataset="camvid", image_size=(64, 96), epochs=2,
+                                                                   data_options={"cache": False})
+    for text, message in (('{"epoch": 3}', r"unknown field\(s\) \['epoch'\]"), ('{"epochs": "3"}', "--epochs must be an integer"),
+                          ("[1, 2]", "must hold a mapping"), ("{", "is not valid JSON")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(UserError, match=message):
+            load_config_file(tmp_path / "bad.json")
+    result = run_script("train.py", "--config", str(tmp_path / "bad.json"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --config")
+
+
+def test_data_option_reaches_the_loader(camvid_dir, trained_run):
+    """--data-option goes to the dataset's loader in training, evaluation and export read the run's options
+    back (given ones override them), and an option the loader does not take is refused by name."""
+    from segkit.config import run_loader_options
+    from segkit.splits import make_splits
+
+    splits = make_splits(tiny_config(camvid_dir, data_options={"cache": False}, num_samples=0), replicas=1)
+    assert splits.num_train == 12
+    with pytest.raises(UserError, match="camvid: unknown data option 'aug'; its loader takes: cache"):
+        make_splits(tiny_config(camvid_dir, data_options={"aug": True}), replicas=1)
+    stored = {"dataset": "camvid", "data_options": {"cache": False}, "val_fraction": None}
+    assert run_loader_options(stored) == {"cache": False}
+    assert run_loader_options(stored, given=["cache=true"]) == {"cache": True}
+    assert run_loader_options(stored, dataset="sample") == {}  # another dataset: not the run's options
+    with pytest.raises(UserError, match="unknown data option 'aug'"):
+        scoring.evaluate_model(trained_run, data_options=["aug=true"])

@@ -24,6 +24,7 @@ import numpy as np
 import data
 from errors import UserError
 from segkit import fileio
+from segkit.config import run_loader_options
 from segkit.export.check import Parity, check_images, compare, require
 from segkit.export.metadata import add_segmenter_metadata
 from segkit.export.onnx import write_onnx
@@ -54,6 +55,7 @@ def check_request(fmt, out, quantize="none", image_size=None, calibration_images
     if quantize not in QUANTIZE:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
     out = Path(out)
+    fileio.check_writable(out, "--out", kind="folder" if fmt == "savedmodel" else "file")
     if fmt == "savedmodel":
         if quantize != "none":
             raise UserError(f"--quantize {quantize} applies to --format tflite only")
@@ -76,7 +78,6 @@ def check_request(fmt, out, quantize="none", image_size=None, calibration_images
     for flag, value in (("--calibration-images", calibration_images), ("--check-images", check_count)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    fileio.check_writable(out, "--out")
 
 
 def _written_by_export(sidecar: Path) -> bool:
@@ -115,8 +116,10 @@ def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) 
 
 
 def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=None, data_dir=None,
-                 calibration_count=64, check_count=4) -> ExportResult:
-    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`."""
+                 data_options=None, calibration_count=64, check_count=4) -> ExportResult:
+    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`.
+    The check (and int8 calibration) reads the run's dataset with its loader options unless `dataset`,
+    `data_dir` and `data_options` (a dict or KEY=VALUE strings) say otherwise."""
     check_request(fmt, out, quantize, image_size, calibration_count, check_count)
     source = load_source(model)
     run_config = (source.info or {}).get("config", {})
@@ -141,10 +144,11 @@ def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=N
                         "choose another name")
     kind = fmt if fmt != "tflite" else quantize
 
-    val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"))
+    loader = run_loader_options(run_config, dataset, data_options)
+    val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"), **loader)
     train_ds, train_info = val_ds, val_info
     if quantize == "int8":
-        train_ds, train_info = data.load_dataset(dataset_name, folder, run_config.get("train_split", "train"))
+        train_ds, train_info = data.load_dataset(dataset_name, folder, run_config.get("train_split", "train"), **loader)
     out.parent.mkdir(parents=True, exist_ok=True)
     with data.data_errors_as_user_errors(val_info, train_info), fileio.atomic_path(out) as tmp:
         images = check_images(val_ds, check_count)

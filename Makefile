@@ -30,8 +30,9 @@ $(MP_STAMP): requirements-mediapipe.txt
 train: setup
 	$(PY) train.py --dataset sample --epochs $(EPOCHS) $(TRAIN_FLAGS)
 
+# Two workers, one test file each at a time (module fixtures such as a trained run stay in one process).
 test: setup $(MP_STAMP)
-	SEGKIT_MEDIAPIPE_PYTHON=$(MP_VENV)/bin/python $(PY) -m pytest
+	SEGKIT_MEDIAPIPE_PYTHON=$(MP_VENV)/bin/python $(PY) -m pytest -n 2 --dist loadfile
 
 notebooks: setup
 	$(PY) -m notebooks.run_all

@@ -50,6 +50,9 @@ def parse_args(argv):
                         help="int8: training images the activation ranges are calibrated on (default 64)")
     parser.add_argument("--check-images", type=int, default=4,
                         help="validation images the export is checked on (default 4)")
+    parser.add_argument("--recipe", help="for files shipped to others: a line naming how the model was made; the "
+                                         "sidecar then holds it instead of this machine's folders (run folder, "
+                                         "--init-from, source keep only their names)")
     return parser.parse_args(argv)
 
 
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
                                  image_size=args.image_size and tuple(args.image_size), dataset=args.dataset,
                                  data_dir=args.data_dir, data_options=args.data_option,
                                  calibration_count=args.calibration_images,
-                                 check_count=args.check_images)
+                                 check_count=args.check_images, recipe=args.recipe)
     if result.note:
         print(result.note)
     parity = result.parity

@@ -2,6 +2,7 @@
 
     python -m bench.compare_sm                        # 224x224, batch 8, 12 classes, Dice loss, 2 rounds
     python -m bench.compare_sm --rounds 3 --steps 30 --precision float32
+    python -m bench.compare_sm --sm-precision mixed_bfloat16   # both sides in mixed bf16: equal precision
 
 segmentation_models 1.0.1 runs on tf-keras (Keras 2), which must not share a venv with Keras 3, so it has
 its own, `.venv-sm`, made once with `python -m bench.compare_sm --setup`, i.e.
@@ -17,7 +18,8 @@ Both sides train on the same batches: the `shapes` scenes, cached, through data.
 Ours: `python -m bench.train_speed --model resnet34_unet --loss dice` (train.py's code path, --precision
 as given; auto = mixed bfloat16 on this kind of CPU). Theirs: `sm.Unet("resnet34", encoder_weights=None,
 classes=12, activation="softmax")`, compiled with Adam, `sm.losses.DiceLoss()` on one-hot masks and
-`sm.metrics.IOUScore()`, in float32 (its default; tf-keras on CPU), timed the same way: model.fit with
+`sm.metrics.IOUScore()`, in float32 (its default; tf-keras on CPU) or, with `--sm-precision mixed_bfloat16`,
+under tf-keras' `mixed_bfloat16` global policy (as ours in mixed bf16: equal precision), timed the same way: model.fit with
 steps_per_epoch after warm-up steps, steady images/s between the first and last timed batch; inference
 with predict_on_batch. Reported: each run, the mean of each side, and the ratio ours / theirs.
 """
@@ -46,6 +48,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-classes", type=int, default=12)
     parser.add_argument("--precision", default="auto", help="ours: as train.py's --precision")
+    parser.add_argument("--sm-precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="theirs: tf-keras' global policy (float32 is segmentation_models' default)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (and inference batches) per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (ours, theirs)")
@@ -76,6 +80,7 @@ def sm_worker(args) -> dict:
 
     keras = tf.keras
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(args.sm_precision)
     h, w = args.image_size
     b, classes = args.batch_size, args.num_classes
     raw, _ = shapes.load(count=64, image_size=(h, w))
@@ -111,7 +116,7 @@ def sm_worker(args) -> dict:
         t = time.perf_counter()
         model.predict_on_batch(images)
         times.append(time.perf_counter() - t)
-    return {"model": "sm.Unet(resnet34)", "parameters": model.count_params(), "policy": "float32",
+    return {"model": "sm.Unet(resnet34)", "parameters": model.count_params(), "policy": args.sm_precision,
             "train_images_per_sec": round(steady, 2), "train_wall_images_per_sec": round(args.steps * b / wall, 2),
             "infer_images_per_sec": round(b / statistics.median(times), 2), "keras": f"tf-keras {tf_keras.__version__}",
             "segmentation_models": sm.__version__, "tensorflow": tf.__version__}
@@ -155,7 +160,7 @@ def main(argv=None) -> int:
     ours = [sys.executable, "-m", "bench.train_speed", "--model", "resnet34_unet", "--loss", "dice",
             "--num-classes", str(args.num_classes), "--precision", args.precision, "--json", *common]
     theirs = [args.sm_python, str(Path(__file__).resolve()), "--sm-worker", "--num-classes", str(args.num_classes),
-              *common]
+              "--sm-precision", args.sm_precision, *common]
     print(f"{args.rounds} rounds of (ours, theirs); {h}x{w}, batch {args.batch_size}, {args.num_classes} classes, "
           f"Dice loss, {args.steps} timed steps after {args.warmup}; load average at start "
           f"{os.getloadavg()[0]:.2f}", flush=True)
@@ -175,7 +180,7 @@ def main(argv=None) -> int:
     print(f"ours   ({runs['ours'][0]['policy']}, {runs['ours'][0]['parameters']:,} parameters): "
           f"train {mean['ours']['train_images_per_sec']:.2f}, infer {mean['ours']['infer_images_per_sec']:.2f} "
           f"images/s")
-    print(f"theirs (float32, {runs['theirs'][0]['parameters']:,} parameters): "
+    print(f"theirs ({args.sm_precision}, {runs['theirs'][0]['parameters']:,} parameters): "
           f"train {mean['theirs']['train_images_per_sec']:.2f}, infer {mean['theirs']['infer_images_per_sec']:.2f} "
           f"images/s")
     ratio = {key: mean["ours"][key] / mean["theirs"][key] for key in mean["ours"]}

@@ -237,6 +237,14 @@ def test_keras_format_for_shipping(run, tmp_path):
     assert out.stat().st_size < 0.5 * next((run / "checkpoints").glob("epoch_*.keras")).stat().st_size
     assert json.loads(out.with_suffix(".json").read_text())["dataset_info"]["class_names"][0] == "Sky"
     assert miou(out) == pytest.approx(miou(run), abs=1e-6)
+    # a shipped file names its recipe, not the folders of the machine it was trained on
+    shipped_out = tmp_path / "ship" / "shipped.keras"
+    export.export_model(run, "keras", shipped_out, recipe="tests: tiny_config, 2 epochs")
+    sidecar = json.loads(shipped_out.with_suffix(".json").read_text())
+    assert sidecar["recipe"] == "tests: tiny_config, 2 epochs"
+    assert sidecar["config"]["run_dir"] == run.name and sidecar["export"]["source"] == run.name
+    assert str(tmp_path) not in json.dumps(sidecar) and str(run.parent) not in json.dumps(sidecar)
+    assert miou(shipped_out) == pytest.approx(miou(run), abs=1e-6)
     for kwargs, message in (({"quantize": "int8"}, "apply to --format tflite only"),
                             ({"out": tmp_path / "x.tflite"}, "must be a .keras file")):
         with pytest.raises(UserError, match=message):

@@ -87,11 +87,26 @@ def _written_by_export(sidecar: Path) -> bool:
         return False
 
 
-def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity) -> dict:
+PATH_FIELDS = ("run_dir", "init_from")  # config fields that name folders of the machine a model was trained on
+
+
+def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=None) -> dict:
+    """The sidecar's content. With `recipe` (for a file that is shipped to others) the sidecar names the
+    recipe, and the training machine's paths (run folder, --init-from, the exported source) keep only their
+    last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet"."""
     info = source.info or {}
-    payload = {"config": info.get("config", {}),
-               "export": {"source": str(source.path), "format": fmt, "quantize": quantize,
+    config = dict(info.get("config", {}))
+    source_name = str(source.path)
+    if recipe:
+        for field in PATH_FIELDS:
+            if config.get(field):
+                config[field] = Path(config[field]).name
+        source_name = source.path.name if source.path.name != "model.keras" else source.path.parent.name
+    payload = {"config": config,
+               "export": {"source": source_name, "format": fmt, "quantize": quantize,
                           "image_size": list(size) if size else None, **parity.as_dict()}}
+    if recipe:
+        payload["recipe"] = recipe
     if "class_names" in info:
         payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
     return payload
@@ -116,10 +131,11 @@ def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) 
 
 
 def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=None, data_dir=None,
-                 data_options=None, calibration_count=64, check_count=4) -> ExportResult:
+                 data_options=None, calibration_count=64, check_count=4, recipe=None) -> ExportResult:
     """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`.
     The check (and int8 calibration) reads the run's dataset with its loader options unless `dataset`,
-    `data_dir` and `data_options` (a dict or KEY=VALUE strings) say otherwise."""
+    `data_dir` and `data_options` (a dict or KEY=VALUE strings) say otherwise. `recipe` (a line saying how
+    the model was made, e.g. "README.md, Reproduce") goes into the sidecar in place of this machine's paths."""
     check_request(fmt, out, quantize, image_size, calibration_count, check_count)
     source = load_source(model)
     run_config = (source.info or {}).get("config", {})
@@ -161,7 +177,7 @@ def export_model(model, fmt, out, *, quantize="none", image_size=None, dataset=N
             run = lambda batch: np.stack([exported.logits(image) for image in batch])  # noqa: E731
         parity = compare(source, run, images, size)
         require(parity, kind, f"{fmt} ({kind})", source.path)
-        payload = sidecar_payload(source, fmt, quantize, size, parity)
+        payload = sidecar_payload(source, fmt, quantize, size, parity, recipe)
         if fmt == "savedmodel":
             fileio.write_json(tmp / SIDECAR, payload)
         else:

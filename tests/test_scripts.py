@@ -434,6 +434,23 @@ def test_config_file_round_trip(trained_run, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --config")
 
 
+def test_train_py_takes_voc_aug_through_data_option(trees, tmp_path):
+    """train.py --data-option aug=true trains on VOC's SBD list (train_aug) and records the option in
+    config.json; without the option the aug split is not there, in one line."""
+    root = trees.voc(aug=True)
+    flags = ["--dataset", "voc", "--data-dir", str(root), "--train-split", "train_aug", "--model",
+             "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "32", "32", "--val-image-size", "32", "32",
+             "--batch-size", "2", "--epochs", "1", "--precision", "float32", "--num-samples", "0"]
+    result = run_script("train.py", *flags, "--data-option", "aug=true", "--run-dir", str(tmp_path / "aug"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "aug" / "config.json").read_text())["config"]
+    assert config["data_options"] == {"aug": True} and config["train_split"] == "train_aug"
+    assert len(run_folder.read_history(tmp_path / "aug")) == 1
+    refused = run_script("train.py", *flags, "--run-dir", str(tmp_path / "plain"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "train_aug" in refused.stderr.strip().splitlines()[-1] and not (tmp_path / "plain").exists()
+
+
 def test_data_option_reaches_the_loader(camvid_dir, trained_run):
     """--data-option goes to the dataset's loader in training, evaluation and export read the run's options
     back (given ones override them), and an option the loader does not take is refused by name."""

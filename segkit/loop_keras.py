@@ -20,7 +20,7 @@ import losses
 import metrics
 import models
 from errors import UserError
-from segkit import runtime
+from segkit import batchnorm, runtime
 from segkit.loading import check_keras_file, load_model
 from segkit.run_folder import RunRecorder
 from segkit.schedule import current_lr, learning_rate
@@ -30,7 +30,9 @@ def build_and_compile(config, info, steps, weights):
     """The model, loss, metrics and optimizer of `config`, compiled; call it inside the strategy's scope.
 
     bench/train_speed.py times the model this returns, so a change here shows in its figures.
+    BatchNormalization layers train with TensorFlow's fused kernel (segkit.batchnorm).
     """
+    batchnorm.install()
     # model
     model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
                                encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,

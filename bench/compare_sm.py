@@ -19,9 +19,9 @@ Ours: `python -m bench.train_speed --model resnet34_unet --loss dice` (train.py'
 as given; auto = mixed bfloat16 on this kind of CPU). Theirs: `sm.Unet("resnet34", encoder_weights=None,
 classes=12, activation="softmax")`, compiled with Adam, `sm.losses.DiceLoss()` on one-hot masks and
 `sm.metrics.IOUScore()`, in float32 (its default; tf-keras on CPU) or, with `--sm-precision mixed_bfloat16`,
-under tf-keras' `mixed_bfloat16` global policy (as ours in mixed bf16: equal precision), timed the same way: model.fit with
-steps_per_epoch after warm-up steps, steady images/s between the first and last timed batch; inference
-with predict_on_batch. Reported: each run, the mean of each side, and the ratio ours / theirs.
+under tf-keras' `mixed_bfloat16` global policy (equal precision with ours), timed the same way: model.fit
+with steps_per_epoch after warm-up steps, steady images/s between the first and last timed batch;
+inference with predict_on_batch. Reported: each run, the mean of each side, and the ratio ours / theirs.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from segkit import fileio, loading, memory, predicting, run_folder, scoring, tra
 from segkit.config import TrainConfig, validate
 from segkit.inference import load_predictor
 from segkit.splits import make_splits
-from tests.test_scripts import ROOT, predict_paths, run_script, tiny_config, write_camvid_layout
+from tests.test_scripts import ROOT, camvid_dir, predict_paths, run_script, tiny_config  # noqa: F401 (fixture)
 
 PRETRAINED_TFLITE = ROOT / "pretrained" / "camvid_realtime_int8.tflite"
 RUN_SETTINGS = dict(epochs=2, steps_per_epoch=2, num_samples=0)
@@ -54,11 +54,6 @@ def error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and result.stderr.strip().splitlines()[-1] == lines[0], result.stderr[-2000:]
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def camvid_dir(tmp_path_factory):
-    return write_camvid_layout(tmp_path_factory.mktemp("data") / "camvid")
 
 
 @pytest.fixture(scope="module")

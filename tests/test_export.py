@@ -320,7 +320,7 @@ def mediapipe_masks(model: Path, images, out: Path):
 def test_mediapipe_agrees_with_predict(run, exports, tmp_path):
     """MediaPipe's ImageSegmenter runs our float and int8 files as they are (no glue, no normalization
     metadata), reads the class names from them, and its category mask agrees with predict.py's labels:
-    at the file's own size and for frames it must resize (the shipped 192x256 file on 180x240 frames)."""
+    at the file's own size and for frames it must resize (the shipped 360x480 file on 180x240 frames)."""
     frames = sorted((ROOT / "data" / "sample" / "camvid" / "val").glob("*.jpg"))[:2]
     own = []
     for k in range(2):  # frames of the exported size, from the run's own validation split

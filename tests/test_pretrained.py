@@ -1,6 +1,6 @@
 """The CamVid models shipped in pretrained/ work from a fresh clone: predict.py on a street photo, and
-evaluate.py on the bundled sample's val frames (real CamVid val frames at half size, JPEG) scoring near
-the README's full-size val figures."""
+evaluate.py on the bundled sample's val frames (real CamVid val frames at half size, JPEG) scoring what
+they scored when shipped."""
 
 import json
 from pathlib import Path
@@ -16,9 +16,10 @@ from tests.test_scripts import run_script
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "pretrained"
 SAMPLE = ROOT / "data" / "sample" / "camvid"
-# Measured on the 32 sample val frames (180x240 JPEG): camvid.keras 0.600 at their own size,
-# the int8 file 0.618 (at its 192x256); full-size val mIoU 0.643 and 0.628 (README). Floors sit 4 points lower.
-MODELS = {"camvid.keras": 0.56, "camvid_realtime_int8.tflite": 0.58}
+# Measured on the 32 sample val frames (180x240 JPEG), which the shipped network trained on (train+val), so
+# these are not held-out figures: camvid.keras 0.725 at their own size, the int8 file 0.848 at its 360x480
+# (the frames upsampled 2x, the scale it trained at). Floors sit 4 points lower.
+MODELS = {"camvid.keras": 0.68, "camvid_realtime_int8.tflite": 0.80}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

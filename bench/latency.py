@@ -4,8 +4,11 @@
         --image-size 360 480 --threads 2 --runs 30
 
 Each model is loaded with segkit.inference.load_predictor, as evaluate.py and predict.py load it, and
-timed on one image of --image-size through `Predictor.logits` (padding to a multiple of 32 or,
-for a fixed-size TFLite file, resizing to its size and back, included). Warm-up calls are left
+timed on one image of --image-size from float pixels to the class mask, through `Predictor.labels`
+as predict.py calls it (padding to a multiple of 32 or, for a fixed-size TFLite file, resizing to its
+size and back, included); `--output logits` times `Predictor.logits` instead (float logits at the
+image's size, what evaluate.py averages over --tta views and predict.py --smooth over video frames).
+Warm-up calls are left
 out. Several models are timed in turn, one call each per round, so a machine whose load
 changes during the run slows them all alike. Printed per model: median milliseconds per
 image, frames per second (1000 / median) and the median CPU time per image over all threads
@@ -44,6 +47,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per model (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--output", choices=("labels", "logits"), default="labels",
+                        help="what each call makes: the class mask (default) or the float logits")
     cli.add_tta_flags(parser)  # timed as evaluate.py/predict.py run them
     parser.add_argument("--tflite-runtime", choices=("tf", "litert"), help="TFLite runtime (default tf)")
     parser.add_argument("--xnnpack", choices=("auto", "on", "off"),
@@ -69,16 +74,18 @@ def describe(predictor) -> str:
     return "tflite-" + describe_tflite(predictor.batch_fn.interpreter)
 
 
-def time_models(predictors, image, runs: int, warmup: int, **options) -> list:
-    """[(wall seconds, cpu seconds) per call] for each predictor, interleaved round by round."""
-    for predictor in predictors:
+def time_models(predictors, image, runs: int, warmup: int, output: str = "labels", **options) -> list:
+    """[(wall seconds, cpu seconds) per call] for each predictor, interleaved round by round; each call
+    makes the `output` ("labels" or "logits") of one image."""
+    calls = [getattr(predictor, output) for predictor in predictors]
+    for call in calls:
         for _ in range(warmup):
-            predictor.logits(image, **options)
+            call(image, **options)
     times = [[] for _ in predictors]
     for _ in range(runs):
-        for k, predictor in enumerate(predictors):
+        for k, call in enumerate(calls):
             wall, cpu = time.perf_counter(), time.process_time()
-            predictor.logits(image, **options)
+            call(image, **options)
             times[k].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
@@ -103,11 +110,13 @@ def main(argv=None) -> int:
 
     predictors = [load_predictor(path, num_threads=args.threads) for path in args.model]
     image = np.random.default_rng(0).integers(0, 256, (*args.image_size, 3)).astype(np.float32) / 255
-    times = time_models(predictors, image, args.runs, args.warmup, tta=args.tta, scales=cli.check_scales(args.scales))
+    times = time_models(predictors, image, args.runs, args.warmup, args.output, tta=args.tta,
+                        scales=cli.check_scales(args.scales))
 
     h, w = args.image_size
     tta = "" if args.tta == "none" and args.scales == [1.0] else f", --tta {args.tta} --scales {' '.join(map(str, args.scales))}"
-    print(f"{h}x{w} image, {args.threads} thread(s), median of {args.runs} calls after {args.warmup} warm-up{tta}")
+    print(f"{h}x{w} image to {'class mask' if args.output == 'labels' else 'logits'}, {args.threads} thread(s), "
+          f"median of {args.runs} calls after {args.warmup} warm-up{tta}")
     print(f"{'model':<48} {'format':<14} {'runs at':>9} {'MB':>6} {'ms':>8} {'frames/s':>9} {'cpu ms':>8}")
     for path, predictor, samples in zip(args.model, predictors, times):
         wall = statistics.median(t for t, _ in samples)

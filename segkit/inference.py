@@ -16,6 +16,7 @@ colours: see segkit.loading.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -37,33 +38,38 @@ def pad_image(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
 # measured bit-exact with probe models that return their input and known outputs.
 
 
+@functools.lru_cache(maxsize=16)
 def _warp_axis(n_out: int, n_in: int):
-    """Source indices and 1/32 fractions of OpenCV's fixed-point warp along one axis (src = dst * in / out)."""
+    """Along one axis of OpenCV's fixed-point warp (src = dst * in / out): the two source indices of each
+    output index and their integer weights in 1/32 (32 - f, f), f the source coordinate's 1/32 fraction."""
     q = np.round(np.arange(n_out) * (n_in / n_out) * 32).astype(np.int64)
     i0, fraction = q >> 5, q & 31
-    return np.minimum(i0, n_in - 1), np.minimum(i0 + 1, n_in - 1), fraction
+    return (np.minimum(i0, n_in - 1), np.minimum(i0 + 1, n_in - 1), (32 - fraction).astype(np.int16),
+            fraction.astype(np.int16))
 
 
 def resize_image_like_mediapipe(pixels: np.ndarray, size) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (h, w, 3) as MediaPipe's ImageToTensorCalculator makes the model input:
     the whole image stretched (no letterbox), bilinear with corners mapped to corners and no half-pixel
     offset, source coordinates rounded to 1/32 pixel, weights in 1/32768, rounded half up, edges repeated
-    (cv2.warpPerspective)."""
+    (cv2.warpPerspective).
+
+    The 2-D weight of a corner, round(wy * wx * 32768) with wy = a / 32 and wx = b / 32, is exactly
+    a * b * 32, so the weighted sum factors into two 1-D passes in integers, with the same result bit for
+    bit; the pass that shrinks the image more goes first."""
     h, w = size
     if pixels.shape[:2] == (h, w):
         return pixels
-    y0, y1, fy = _warp_axis(h, pixels.shape[0])
-    x0, x1, fx = _warp_axis(w, pixels.shape[1])
-    wy = np.stack([32 - fy, fy], 1) / 32.0
-    wx = np.stack([32 - fx, fx], 1) / 32.0
-    w00 = np.round(wy[:, None, 0] * wx[None, :, 0] * 32768).astype(np.int64)[..., None]
-    w01 = np.round(wy[:, None, 0] * wx[None, :, 1] * 32768).astype(np.int64)[..., None]
-    w10 = np.round(wy[:, None, 1] * wx[None, :, 0] * 32768).astype(np.int64)[..., None]
-    w11 = 32768 - w00 - w01 - w10
-    image = pixels.astype(np.int64)
-    top, bottom = image[y0], image[y1]
-    total = top[:, x0] * w00 + top[:, x1] * w01 + bottom[:, x0] * w10 + bottom[:, x1] * w11
-    return ((total + (1 << 14)) >> 15).astype(np.uint8)
+    y0, y1, wy0, wy1 = _warp_axis(h, pixels.shape[0])
+    x0, x1, wx0, wx1 = _warp_axis(w, pixels.shape[1])
+    wy0, wy1, wx0, wx1 = wy0[:, None, None], wy1[:, None, None], wx0[None, :, None], wx1[None, :, None]
+    if pixels.shape[0] > h:  # rows first; int16 holds a 1-D sum (at most 32 x 255), int32 the 2-D one
+        rows = pixels[y0].astype(np.int16) * wy0 + pixels[y1].astype(np.int16) * wy1
+        total = rows[:, x0].astype(np.int32) * wx0 + rows[:, x1].astype(np.int32) * wx1
+    else:
+        columns = pixels[:, x0].astype(np.int16) * wx0 + pixels[:, x1].astype(np.int16) * wx1
+        total = columns[y0].astype(np.int32) * wy0 + columns[y1].astype(np.int32) * wy1
+    return ((total * 32 + (1 << 14)) >> 15).astype(np.uint8)
 
 
 def resize_logits_like_mediapipe(logits: np.ndarray, size) -> np.ndarray:
@@ -118,12 +124,27 @@ class Predictor:
         logits = self.batch_fn(pad_image(batch))
         return np.asarray(logits[:, :h, :w], np.float32)
 
-    def _forward_like_mediapipe(self, batch: np.ndarray) -> np.ndarray:
+    def _pixels_like_mediapipe(self, batch: np.ndarray) -> np.ndarray:
+        """The fixed-size file's uint8 input for float images (N, H, W, 3) in [0, 1]."""
         size = tuple(self.fixed_size)
         pixels = np.round(np.clip(batch, 0, 1) * 255).astype(np.uint8)
-        resized = np.stack([resize_image_like_mediapipe(image, size) for image in pixels])
-        logits = np.asarray(self.batch_fn(resized.astype(np.float32) / 255), np.float32)
+        if pixels.shape[1:3] == size:
+            return pixels
+        return np.stack([resize_image_like_mediapipe(image, size) for image in pixels])
+
+    def _forward_like_mediapipe(self, batch: np.ndarray) -> np.ndarray:
+        logits = np.asarray(self.batch_fn(self._pixels_like_mediapipe(batch)), np.float32)
         return resize_logits_like_mediapipe(logits, batch.shape[1:3])
+
+    def _lean_labels(self, images: np.ndarray, options) -> np.ndarray | None:
+        """Class indices straight from a fixed-size TFLite file's own output, when an image of its size is
+        predicted in one view: the argmax of its quantized logits (tflite_runtime's `labels`) is the class
+        the float logits give, without making them. None where the general path is needed."""
+        plain = options.get("tta", "none") == "none" and tuple(options.get("scales") or (1.0,)) == (1.0,)
+        if not (plain and self.kind == "tflite" and self.fixed_size is not None
+                and images.shape[1:3] == tuple(self.fixed_size) and hasattr(self.batch_fn, "labels")):
+            return None
+        return self.batch_fn.labels(self._pixels_like_mediapipe(images))
 
     def _sliding(self, image: np.ndarray, window) -> np.ndarray:
         h, w = image.shape[:2]
@@ -184,6 +205,8 @@ class Predictor:
         """
         images = np.asarray(images, np.float32)
         h, w = images.shape[1:3]
+        if tta == "none" and tuple(scales) == (1.0,):  # one view: nothing to average
+            return self._forward(np.ascontiguousarray(images), input_size, window)
         total, count = 0.0, 0
         for scale in scales:
             scaled = images
@@ -205,10 +228,13 @@ class Predictor:
         return self.logits_batch(np.asarray(image, np.float32)[None], **options)[0]
 
     def labels_batch(self, images, **options) -> np.ndarray:
-        return to_labels(self.logits_batch(images, **options))
+        """(N, H, W) class indices for same-sized float32 images (N, H, W, 3) in [0, 1]; options as logits_batch."""
+        images = np.asarray(images, np.float32)
+        lean = self._lean_labels(images, options)
+        return lean if lean is not None else to_labels(self.logits_batch(images, **options))
 
     def labels(self, image, **options) -> np.ndarray:
-        return to_labels(self.logits(image, **options))
+        return self.labels_batch(np.asarray(image, np.float32)[None], **options)[0]
 
 
 def to_labels(logits: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from data.common import IMAGE_EXTENSIONS
 from errors import UserError
 from segkit import fileio, memory, visualize
+from segkit.inference import to_labels
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -173,9 +174,13 @@ def predict_video(predictor, job: Job, out: Path, options, alpha, smooth) -> tup
                     if not ok:
                         break
                     rgb = frame[..., ::-1]
-                    logits = predictor.logits(rgb.astype(np.float32) / 255.0, **options)
-                    state = logits if state is None or smooth <= 0 else smooth * state + (1 - smooth) * logits
-                    labels = np.argmax(state, -1) if state.shape[-1] > 1 else (state[..., 0] > 0).astype(np.int32)
+                    image = rgb.astype(np.float32) / 255.0
+                    if smooth <= 0:
+                        labels = predictor.labels(image, **options)
+                    else:  # an exponential moving average of the logits over frames
+                        logits = predictor.logits(image, **options)
+                        state = logits if state is None else smooth * state + (1 - smooth) * logits
+                        labels = to_labels(state)
                     writer.write(np.ascontiguousarray(visualize.overlay(rgb, labels, predictor.colors, alpha)[..., ::-1]))
                     frames += 1
                     rate = frames / (time.perf_counter() - start)

@@ -88,46 +88,78 @@ def make_interpreter(path: Path, num_threads: int | None = None, runtime: str | 
 
 def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | None = None,
                     xnnpack: str | None = None):
-    """(fn, fixed_size): fn maps float32 (N, H, W, 3) in [0, 1] to float32 logits; fixed_size is
-    the (H, W) the file was exported with, or None when its input shape is dynamic.
+    """(fn, fixed_size): fn maps float32 (N, H, W, 3) in [0, 1], or uint8 pixels (N, H, W, 3), to float32
+    logits; `fn.labels` maps the same input to int32 class indices (N, H, W) at the file's output size.
+    fixed_size is the (H, W) the file was exported with, or None when its input shape is dynamic.
 
     A uint8 input takes the image's 8-bit pixel values: round(x / scale + zero_point) for a quantized
     one (export.py's int8 files: scale 1/255, zero point 0), round(255 x) for the raw-pixel input of
-    export.py's float files. Quantized outputs are
-    dequantized, (q - zero_point) * scale."""
+    export.py's float files; uint8 pixels go into such an input as they are. Quantized outputs are
+    dequantized, (q - zero_point) * scale; `fn.labels` takes the argmax of the quantized values
+    themselves, which is the same class (a positive scale keeps the order, ties included) without
+    making the float logits."""
     interpreter = make_interpreter(path, num_threads, runtime, xnnpack)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     shape = inp["shape_signature"] if len(inp.get("shape_signature", [])) else inp["shape"]
     fixed = None if (shape[1] <= 0 or shape[2] <= 0) else (int(shape[1]), int(shape[2]))
+    in_scale, in_zero = inp["quantization"]
+    if inp["dtype"] in (np.uint8, np.int8) and not in_scale:  # a uint8 input without quantization: raw pixels
+        in_scale, in_zero = 1 / 255, 0
+    # uint8 pixels p are the input's own values when round(p / 255 / scale + zero) == p for every p.
+    takes_pixels = inp["dtype"] == np.uint8 and in_zero == 0 and abs(in_scale * 255 - 1) < 1e-6
+    out_scale, out_zero = out["quantization"]
+    quantized_out = out["dtype"] in (np.uint8, np.int8)
+
+    def invoke(image):
+        """The raw output (1, h, w, C) for one image (H, W, 3), float32 in [0, 1] or uint8 pixels."""
+        x = image[None]
+        if fixed is None:
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+        if x.dtype == np.uint8 and not takes_pixels:
+            x = x.astype(np.float32) / 255
+        if x.dtype != np.uint8 and inp["dtype"] in (np.uint8, np.int8):
+            low, high = (0, 255) if inp["dtype"] == np.uint8 else (-128, 127)
+            x = np.clip(np.round(x / in_scale + in_zero), low, high)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"], copy=False))
+        try:
+            interpreter.invoke()
+        except RuntimeError as exc:  # e.g. XNNPACK refusing a damaged quantization parameter
+            raise UserError(f"cannot run TFLite model {path}: {str(exc).strip().splitlines()[0]}") from None
+        return interpreter.get_tensor(out["index"])
+
+    def pixels_or_float(batch):
+        batch = np.asarray(batch)
+        return batch if batch.dtype == np.uint8 else np.asarray(batch, np.float32)
 
     def run(batch):
-        batch = np.asarray(batch, np.float32)
-        results = []
-        for image in batch:  # TFLite models here are exported with batch 1
-            x = image[None]
-            if fixed is None:
-                interpreter.resize_tensor_input(inp["index"], x.shape)
-                interpreter.allocate_tensors()
-            if inp["dtype"] in (np.uint8, np.int8):
-                scale, zero = inp["quantization"]
-                if not scale:  # a uint8 input without quantization: raw pixels (the graph scales them)
-                    scale, zero = 1 / 255, 0
-                low, high = (0, 255) if inp["dtype"] == np.uint8 else (-128, 127)
-                x = np.clip(np.round(x / scale + zero), low, high)
-            interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-            try:
-                interpreter.invoke()
-            except RuntimeError as exc:  # e.g. XNNPACK refusing a damaged quantization parameter
-                raise UserError(f"cannot run TFLite model {path}: {str(exc).strip().splitlines()[0]}") from None
-            y = interpreter.get_tensor(out["index"])
-            if out["dtype"] in (np.uint8, np.int8):
-                scale, zero = out["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            results.append(y[0].astype(np.float32))
-        return np.stack(results)
+        results = None
+        for k, image in enumerate(pixels_or_float(batch)):  # TFLite models here are exported with batch 1
+            y = invoke(image)[0]
+            if results is None:
+                results = np.empty((len(batch), *y.shape), np.float32)
+            if quantized_out:
+                np.subtract(y, out_zero, out=results[k], dtype=np.float32)
+                results[k] *= out_scale
+            else:
+                results[k] = y
+        return results
+
+    def labels(batch):
+        results = None
+        for k, image in enumerate(pixels_or_float(batch)):
+            y = invoke(image)[0]
+            if results is None:
+                results = np.empty((len(batch), *y.shape[:2]), np.int32)
+            if y.shape[-1] == 1:  # one-logit binary model: logit > 0, i.e. q > zero point
+                results[k] = (y[..., 0].astype(np.float32) > (out_zero if quantized_out else 0))
+            else:
+                results[k] = np.argmax(y, axis=-1)
+        return results
 
     run.interpreter = interpreter
+    run.labels = labels
     return run, fixed
 
 

@@ -97,6 +97,39 @@ def test_tflite_at_any_size_pads_inside_like_keras(run, keras_logits, tmp_path):
     np.testing.assert_allclose(predictor.logits(image.astype(np.float32) / 255), keras_logits(image), atol=1e-4)
 
 
+
+def test_lean_tflite_path_gives_the_general_paths_results(exports, monkeypatch):
+    """A frame of the file's own size goes in as uint8 pixels and its mask is the argmax of the quantized
+    output: the same classes, pixel for pixel, as dequantizing first, and the same logits as float input."""
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 256, (2, *SIZE, 3), dtype=np.uint8)
+    images = pixels.astype(np.float32) / 255
+    for key in ("none", "int8"):
+        predictor = inference.load_predictor(exports[key])
+        run = predictor.batch_fn
+        logits = run(images)
+        assert logits.dtype == np.float32 and logits.shape[:3] == (2, *SIZE)
+        np.testing.assert_array_equal(run(pixels), logits)  # uint8 pixels = round(255 x) of the float input
+        np.testing.assert_array_equal(run.labels(pixels), logits.argmax(-1))
+        if key == "int8":  # the file's own output is quantized; run() dequantizes it
+            out = run.interpreter.get_output_details()[0]
+            quantized = run.interpreter.get_tensor(out["index"])[0]  # that of the last image run
+            scale, zero = out["quantization"]
+            assert quantized.dtype == np.uint8 and scale > 0
+            np.testing.assert_allclose(logits[1], (quantized.astype(np.float32) - zero) * scale, rtol=1e-6)
+        general = inference.to_labels(predictor.logits_batch(images))
+        lean_calls = []
+        monkeypatch.setattr(run, "labels", lambda batch, real=run.labels: lean_calls.append(1) or real(batch))
+        np.testing.assert_array_equal(predictor.labels_batch(images), general)
+        np.testing.assert_array_equal(predictor.labels(images[0]), general[0])
+        assert len(lean_calls) == 2, key
+        # Other sizes and several views still take the general path (MediaPipe's resizing; averaged logits).
+        other = rng.random((1, 40, 56, 3)).astype(np.float32)
+        np.testing.assert_array_equal(predictor.labels_batch(other), inference.to_labels(predictor.logits_batch(other)))
+        flip = inference.to_labels(predictor.logits_batch(images, tta="flip"))
+        np.testing.assert_array_equal(predictor.labels_batch(images, tta="flip"), flip)
+        assert len(lean_calls) == 2, key
+
 def test_interpreter_choice(exports, monkeypatch):
     def delegated(interpreter):
         return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())

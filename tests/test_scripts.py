@@ -149,16 +149,17 @@ def test_video_every_frame(trained_run, tmp_path):
     for image, _ in ds.as_numpy_iterator():
         writer.write((image[..., ::-1] * 255).astype(np.uint8))
     writer.release()
-    out = tmp_path / "v"
     predictor = load_predictor(trained_run)
-    [(_, written, note)] = predicting.predict_jobs(predictor, predicting.collect([str(video)]), out,
-                                                   {"tta": "none", "scales": (1.0,)}, smooth=0.5)
-    assert written == [out / "clip_overlay.mp4"] and note.startswith("7 frames")
-    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
-    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
-    ok, frame = capture.read()
-    assert ok and frame.shape == (64, 96, 3)
+    for smooth in (0.5, 0.0):  # logits averaged over frames; each frame's own mask
+        out = tmp_path / f"v{smooth}"
+        [(_, written, note)] = predicting.predict_jobs(predictor, predicting.collect([str(video)]), out,
+                                                       {"tta": "none", "scales": (1.0,)}, smooth=smooth)
+        assert written == [out / "clip_overlay.mp4"] and note.startswith("7 frames")
+        capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+        assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+        ok, frame = capture.read()
+        assert ok and frame.shape == (64, 96, 3)
 
 
 def test_resume_after_sigkill(camvid_dir, tmp_path):

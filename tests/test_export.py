@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import models
+from bench import latency
 from errors import UserError
 from segkit import export, inference, scoring
 from segkit import tflite_runtime as tflite_infer
@@ -129,6 +130,9 @@ def test_lean_tflite_path_gives_the_general_paths_results(exports, monkeypatch):
         flip = inference.to_labels(predictor.logits_batch(images, tta="flip"))
         np.testing.assert_array_equal(predictor.labels_batch(images, tta="flip"), flip)
         assert len(lean_calls) == 2, key
+        # bench.latency times the mask, as predict.py makes it (1 warm-up + 2 timed calls)
+        assert len(latency.time_models([predictor], images[0], runs=2, warmup=1)[0]) == 2
+        assert len(lean_calls) == 5, key
 
 def test_interpreter_choice(exports, monkeypatch):
     def delegated(interpreter):
@@ -302,10 +306,10 @@ def test_onnx_runs_any_size_like_keras(exports, keras_logits, tmp_path):
         np.testing.assert_allclose(predictor.logits(image.astype(np.float32) / 255), keras_logits(image), atol=1e-4)
     Image.fromarray(image).save(tmp_path / "x.png")
     assert len(predict_paths(exports["onnx"], [tmp_path / "x.png"], tmp_path / "p")) == 1
-    timed = run_script("-m", "bench.latency", "--model", str(exports["onnx"]), "--image-size", "64", "96", "--runs", "3",
-                       "--warmup", "1", "--threads", "1")
+    timed = run_script("-m", "bench.latency", "--model", str(exports["onnx"]), str(exports["int8"]), "--image-size", "64",
+                       "96", "--runs", "3", "--warmup", "1", "--threads", "1", "--output", "logits")
     assert timed.returncode == 0, timed.stderr[-1500:]
-    assert " onnx " in timed.stdout
+    assert " onnx " in timed.stdout and " tflite-int8 " in timed.stdout and "64x96 image to logits" in timed.stdout
 
 
 def test_unet_tf_is_refused_for_onnx(tmp_path):

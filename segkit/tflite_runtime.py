@@ -129,14 +129,15 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
             raise UserError(f"cannot run TFLite model {path}: {str(exc).strip().splitlines()[0]}") from None
         return interpreter.get_tensor(out["index"])
 
-    def pixels_or_float(batch):
+    def each_output(batch):
+        """The raw output (h, w, C) of each image; TFLite models here are exported with batch 1."""
         batch = np.asarray(batch)
-        return batch if batch.dtype == np.uint8 else np.asarray(batch, np.float32)
+        for image in batch if batch.dtype == np.uint8 else np.asarray(batch, np.float32):
+            yield invoke(image)[0]
 
     def run(batch):
         results = None
-        for k, image in enumerate(pixels_or_float(batch)):  # TFLite models here are exported with batch 1
-            y = invoke(image)[0]
+        for k, y in enumerate(each_output(batch)):
             if results is None:
                 results = np.empty((len(batch), *y.shape), np.float32)
             if quantized_out:
@@ -148,8 +149,7 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
 
     def labels(batch):
         results = None
-        for k, image in enumerate(pixels_or_float(batch)):
-            y = invoke(image)[0]
+        for k, y in enumerate(each_output(batch)):
             if results is None:
                 results = np.empty((len(batch), *y.shape[:2]), np.int32)
             if y.shape[-1] == 1:  # one-logit binary model: logit > 0, i.e. q > zero point

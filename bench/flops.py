@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, default=12)
     parser.add_argument("--variant", help="the model's --variant, if it has one")
+    parser.add_argument("--head-stride", type=int, help="ddrnet's --head-stride")
     args = parser.parse_args(argv)
-    options = {"variant": args.variant} if args.variant else {}
+    options = {key: value for key, value in (("variant", args.variant), ("head_stride", args.head_stride))
+               if value is not None}
     flops = model_flops(args.model, tuple(args.image_size), args.num_classes, **options)
     h, w = args.image_size
     print(f"{args.model} {h}x{w}: {flops / 1e9:.3f} GFLOP forward per image, about "

@@ -60,6 +60,7 @@ def parse_args(argv):
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--alpha", type=float, default=None, help="MobileNet width, as train.py's --alpha")
     parser.add_argument("--variant", default=None, help="the model's variant, as train.py's --variant")
+    parser.add_argument("--head-stride", type=int, default=None, help="ddrnet's head stride, as train.py's --head-stride")
     parser.add_argument("--num-classes", type=int, default=None, help="logit channels (default: shapes' 4)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
@@ -80,7 +81,8 @@ def parse_args(argv):
 def bench_config(args) -> TrainConfig:
     config = TrainConfig(dataset="shapes", model=args.model, image_size=tuple(args.image_size),
                          batch_size=args.batch_size, precision=args.precision, loss=args.loss,
-                         jit_compile=args.jit_compile, alpha=args.alpha, variant=args.variant, epochs=1, steps_per_epoch=args.steps)
+                         jit_compile=args.jit_compile, alpha=args.alpha, variant=args.variant,
+                         head_stride=args.head_stride, epochs=1, steps_per_epoch=args.steps)
     validate(config)
     return config
 

@@ -35,6 +35,7 @@ class TrainConfig:
     alpha: float | None = None  # MobileNet width multiplier
     variant: str | None = None  # mobilenetv3_lraspp: large | small
     base_filters: int | None = None  # unet_tf width
+    head_stride: int | None = None  # ddrnet: 8 (the paper's head) or 4 (the stem's features join the head)
     encoder_frozen: bool = False
     dropout: bool | None = None
     # loss
@@ -66,7 +67,7 @@ class TrainConfig:
     def model_options(self) -> dict:
         """Options passed to models.build_model: only those the user set."""
         options = {"alpha": self.alpha, "variant": self.variant, "base_filters": self.base_filters,
-                   "dropout": self.dropout}
+                   "head_stride": self.head_stride, "dropout": self.dropout}
         options = {k: v for k, v in options.items() if v is not None}
         if self.encoder_frozen:
             options["encoder_trainable"] = False
@@ -114,6 +115,8 @@ HELP = {
     "strategy": "tf.distribute strategy: auto | none | mirrored | multiworker (cluster from TF_CONFIG)",
     "run_dir": "run folder (default runs/<dataset>-<model>-<time>)",
     "train_split": "split to train on; several joined by '+' train on all of them (e.g. train+val)",
+    "head_stride": "ddrnet: 8 (the paper's head, default) or 4 (the stem's stride-4 features join the head: "
+                   "finer masks for thin objects such as poles and signs)",
     "ema": "validate and save an exponential moving average of the weights with this momentum (0: off)",
     "keep": "best: model.keras is the epoch with the best val mIoU; last: the last epoch (no selection on val)",
 }

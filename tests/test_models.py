@@ -28,6 +28,7 @@ SIZES = ((64, 64), (96, 128))
 TRAIN_STEPS = {"deeplabv3plus": 6, "segformer": 6, "ddrnet": 6}
 CASES = [
     ("ddrnet", {}),
+    ("ddrnet", {"head_stride": 4}),
     ("deeplabv3plus", {}),
     ("mobilenetv2_pix2pix", {"alpha": 0.35}),
     ("mobilenetv3_lraspp", {}),
@@ -178,6 +179,8 @@ def test_unknown_model_lists_choices():
          r"variant must be one of \['large', 'small'\], got 'tiny'"),
         ("resnet34_unet", {"alpha": 0.5}, r"unknown option 'alpha' for model 'resnet34_unet'"),
         ("unet_tf", {"base_filters": 0}, r"base_filters must be an int >= 1, got 0"),
+        ("ddrnet", {"head_stride": 2}, r"head_stride must be one of \[8, 4\], got 2"),
+        ("resnet34_unet", {"head_stride": 4}, r"unknown option 'head_stride' for model 'resnet34_unet'"),
         ("vgg16_unet", {"input_shape": (100, 128, 3)}, r"multiple of 32, got \(100, 128, 3\)"),
         ("vgg16_unet", {"num_classes": 0}, r"num_classes must be a positive int, got 0"),
         ("unet_tf", {"encoder_weights": "imagenet"}, r"unet_tf has no pretrained encoder"),
@@ -217,6 +220,20 @@ def test_resnet34_layout_and_parameter_count():
     assert blocks == [3, 4, 6, 3]
     # torchvision's resnet34 has 21,797,672 parameters; minus the 512 * 1000 + 1000 of its fc:
     assert sum(int(np.prod(w.shape)) for w in encoder.trainable_weights) == 21_284_672
+
+
+def test_ddrnet_head_stride():
+    """The classifier runs at stride 8 (the paper's head) or at stride 4, where the stem's features join; the
+    stride-8 model keeps its layer names, so files saved before the option existed still load."""
+    for stride in (8, 4):
+        model = build_model("ddrnet", NUM_CLASSES, (128, 192, 3), head_stride=stride)
+        assert model.get_layer("head_classifier").output.shape == (None, 128 // stride, 192 // stride, NUM_CLASSES)
+        assert model.output.shape == (None, 128, 192, NUM_CLASSES)
+    default = build_model("ddrnet", NUM_CLASSES)
+    fine = build_model("ddrnet", NUM_CLASSES, head_stride=4)
+    assert models.model_options("ddrnet") == {"variant": "slim", "head_stride": 8}
+    assert {w.path for w in default.weights} < {w.path for w in fine.weights}
+    assert fine.count_params() - default.count_params() == 12_576  # 3 classes (12,320 at 11: a narrower classifier)
 
 
 def test_encoder_strides_match_the_skip_tables():

@@ -1,9 +1,13 @@
-"""bench/: the FLOP counter behind the share-of-peak figures, checked on layers counted by hand, and
-bench.train_speed reporting it."""
+"""bench/: the FLOP counter behind the share-of-peak figures, checked on layers counted by hand,
+bench.train_speed reporting it, and the output-stride ceiling on a mask scored by hand."""
+
+import json
 
 import keras
+import numpy as np
 
 from bench.flops import forward_flops, model_flops
+from bench.stride_ceiling import stride_ceiling, stride_prediction
 from tests.test_scripts import run_script
 
 
@@ -28,3 +32,27 @@ def test_train_speed_reports_share_of_peak():
                         "--steps", "2", "--warmup", "1", "--count", "4", "--json")
     assert result.returncode == 0, result.stderr[-1500:]
     assert "% of 813 GFLOP/s" in result.stdout
+
+
+def test_stride_ceiling_by_hand():
+    # 32x32: class 0, a 4-pixel band of class 1 in columns 8-11 (one stride-4 cell wide, half a stride-8
+    # cell), and an ignored 8x8 corner. At stride 4 the band's cells are pure and the bilinear resize puts
+    # its edges back in place; at stride 8 the band is never more than half of a cell, so it is lost.
+    mask = np.zeros((32, 32), np.int32)
+    mask[:, 8:12] = 1
+    mask[:8, :8] = 255
+    results = stride_ceiling([mask], 2, (8, 4, 1))
+    assert results[1]["per_class_iou"] == [1.0, 1.0]
+    assert results[4]["per_class_iou"] == [1.0, 1.0]
+    assert results[8]["per_class_iou"] == [832 / (832 + 128), 0.0]  # 1024 - 128 band - 64 ignored
+    assert (stride_prediction(mask, 2, 4)[8:] == mask[8:]).all()
+
+
+def test_stride_ceiling_command(tmp_path):
+    out = tmp_path / "ceiling.json"
+    result = run_script("-m", "bench.stride_ceiling", "--dataset", "sample", "--strides", "8", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-1500:]
+    figures = json.loads(out.read_text())["strides"]
+    assert 0 < figures["8"]["miou"] < figures["2"]["miou"] <= 1
+    result = run_script("-m", "bench.stride_ceiling", "--dataset", "sample", "--strides", "3")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == "error: --strides must divide 32, got 3"

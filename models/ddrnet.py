@@ -100,18 +100,15 @@ def seg_head(x, filters, num_classes, name="head"):
 
 
 def fine_head(x, fine, filters, fine_filters, num_classes, name="head"):
-    """A head that ends at the stride of `fine` (the stem's stride-4 features): seg_head's 3x3 conv at
-    stride 8, a 1x1 projection to `fine_filters`, bilinear resize to `fine`'s size, plus a 1x1 projection of
-    `fine`; then BN-ReLU-3x3 conv(fine_filters)-BN-ReLU-1x1 conv(num_classes, with bias) at stride 4."""
-    x = _bn_relu_conv(x, filters, 3, name=f"{name}_a")
+    """A head that ends at the stride of `fine` (the stem's stride-4 features): a BN-ReLU-3x3 conv(filters)
+    at stride 8, a 1x1 projection to `fine_filters`, bilinear resize to `fine`'s size, plus a 1x1 projection
+    of `fine`; then seg_head with `fine_filters` at stride 4."""
+    x = _bn_relu_conv(x, filters, 3, name=f"{name}_coarse")
     x = _bn_relu_conv(x, fine_filters, 1, name=f"{name}_project")
     x = ResizeLike(name=f"{name}_up")([x, fine])
     skip = _conv_bn(fine, fine_filters, 1, name=f"{name}_skip")
     x = layers.Add(name=f"{name}_fuse")([x, skip])
-    x = _bn_relu_conv(x, fine_filters, 3, name=f"{name}_fine")
-    x = layers.BatchNormalization(name=f"{name}_b_bn")(x)
-    x = layers.ReLU(name=f"{name}_b_relu")(x)
-    return layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
+    return seg_head(x, fine_filters, num_classes, name=name)
 
 
 def build_ddrnet(

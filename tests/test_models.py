@@ -22,12 +22,12 @@ NUM_CLASSES = 3
 SIZES = ((64, 64), (96, 128))
 # Adam steps of the training check. At lr 1e-3 from random init, the keras-hub models' loss rises for
 # the first 2-3 steps before falling (DeepLabV3+: 1.31, 1.65, 1.67, 1.51, 1.24, 1.16; SegFormer: 1.41,
-# 2.67, 1.94, 1.26, 1.15, 1.12); keras-hub's own DeepLabV3ImageSegmenter does the same. So they get 6.
+# 2.67, 1.94, 1.26, 1.15, 1.12); keras-hub's own DeepLabV3ImageSegmenter does the same. DeepLabV3+ gets 6.
+# SegFormer swings longer: over 32 inits it was still above its start after 6 steps for 3 (seed 21:
+# 1.268 -> 1.388) and after 8 for 1 (1.284), below it for all 32 after 10 (worst margin 0.09); it gets 10.
 # DDRNet's loss can rise on step 1 or 2 too (seed 2: 1.395 -> 1.407, 1.409, 1.32 ...); below its start
-# after 6 steps for every init tried, it was not after 3 steps for 1 in 8. SegFormer swings longer:
-# over 32 inits it was still above its start after 6 steps for 3 (seed 21: 1.268 -> 1.388) and after
-# 8 for 1 (1.284), below it for all 32 after 10 (worst margin 0.09). check_model also pins the init
-# (keras.utils.set_random_seed) so a run cannot draw an init no one has tried.
+# after 6 steps for every init tried, it was not after 3 steps for 1 in 8; it gets 6. check_model also
+# pins the init (keras.utils.set_random_seed) so a run cannot draw an init no one has tried.
 TRAIN_STEPS = {"deeplabv3plus": 6, "segformer": 10, "ddrnet": 6}
 CASES = [
     ("ddrnet", {}),

@@ -7,6 +7,13 @@
 (b) The 32-colour form (the Kaggle / fast.ai release): `{split}/`, `{split}_labels/`
     holding `NAME_L.png` RGB colour masks, and `class_dict.csv` with `name,r,g,b`.
     Colours map to class indices in the csv's order; a class named `Void` becomes 255.
+
+Sequence-held-out folds (`holdout="0006R0"`, from the command line `--data-option holdout=0006R0`): a CamVid
+frame's name begins with the video sequence it was cut from (0001TP, 0006R0, 0016E5, Seq05VD). The public
+val split is one of the train split's sequences (0016E5), so a model validated on it has seen the same street
+in training, and val overstates how it does on a street it has never seen (the test split is mostly Seq05VD).
+With `holdout`, the frames of the train and val splits form one pool: split "train" is the pool without the
+named sequences (comma-separated) and split "val" is the named sequences alone; "test" is unchanged.
 """
 
 from __future__ import annotations
@@ -55,9 +62,50 @@ def _segnet_splits(root: Path) -> set:
     return {p.stem for p in root.glob("*.txt") if (root / f"{p.stem}annot").is_dir()}
 
 
-def _load_segnet(root: Path, split: str, cache: bool):
-    check_split(split, _segnet_splits(root), "camvid", root)
-    pairs = _segnet_pairs(root, split)
+def sequence_of(path) -> str:
+    """The video sequence a CamVid frame was cut from: its file name up to the first '_'.
+
+    Example:
+        >>> sequence_of("train/0016E5_08550.png")
+        '0016E5'
+    """
+    return Path(path).name.split("_")[0]
+
+
+POOL = ("train", "val")  # the splits whose frames a sequence fold redistributes
+
+
+def fold(pairs_of, split: str, holdout: str) -> list:
+    """The (image, mask) pairs of `split` in the fold that holds out the sequences named in `holdout`.
+
+    `pairs_of(name)` gives a split's pairs; the pool is train then val. "train" is the pool minus the held-out
+    sequences, "val" the held-out sequences, "test" its own frames.
+    """
+    if split not in POOL + ("test",):
+        raise UserError(f"camvid: with holdout={holdout} the splits are train, val and test, got {split!r}")
+    if split == "test":
+        return pairs_of("test")
+    pool = [pair for name in POOL for pair in pairs_of(name)]
+    held = [s.strip() for s in holdout.split(",") if s.strip()]
+    found = sorted({sequence_of(image) for image, _ in pool})
+    if not held:
+        raise UserError("camvid: holdout needs one or more sequence names, e.g. holdout=0006R0")
+    for name in held:
+        if name not in found:
+            raise UserError(f"camvid: holdout sequence {name!r} is in neither train nor val "
+                            f"(their sequences: {', '.join(found)})")
+    chosen = [p for p in pool if (sequence_of(p[0]) in held) == (split == "val")]
+    if not chosen:
+        raise UserError(f"camvid: holdout={holdout} leaves no frames to train on (sequences: {', '.join(found)})")
+    return chosen
+
+
+def _load_segnet(root: Path, split: str, cache: bool, holdout: str | None = None):
+    def pairs_of(name):
+        check_split(name, _segnet_splits(root), "camvid", root)
+        return _segnet_pairs(root, name)
+
+    pairs = fold(pairs_of, split, holdout) if holdout else pairs_of(split)
     for image, mask in pairs[:1] + pairs[-1:]:
         for path in (image, mask):
             if not path.is_file():
@@ -67,7 +115,8 @@ def _load_segnet(root: Path, split: str, cache: bool):
         return read_image(image_path), remap(read_mask(mask_path), LUT_11, mask_path)
 
     info = DatasetInfo("camvid", CLASSES_11, COLORS_11, split=split, files=tuple(pairs), homepage=HOMEPAGE)
-    source = f"camvid split {split!r} ({root / (split + '.txt')} lists none)"
+    source = (f"camvid split {split!r} of holdout={holdout}" if holdout
+              else f"camvid split {split!r} ({root / (split + '.txt')} lists none)")
     return from_pairs(pairs, decode, cache=cache, source=source), info
 
 
@@ -96,11 +145,8 @@ def _colour_splits(root: Path) -> set:
     return {s for s in available if (root / s).is_dir()}
 
 
-def _load_colour(root: Path, split: str, cache: bool):
+def _colour_pairs(root: Path, split: str) -> list:
     check_split(split, _colour_splits(root), "camvid", root)
-    names, colors, void = read_class_dict(root / "class_dict.csv")
-    mapping = {c: i for i, c in enumerate(colors)}
-    mapping.update({c: IGNORE for c in void})
     label_dir = root / f"{split}_labels"
     pairs = []
     for image in sorted(p for p in (root / split).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
@@ -110,6 +156,17 @@ def _load_colour(root: Path, split: str, cache: bool):
         pairs.append((image, mask))
     if not pairs:
         raise UserError(f"camvid: no images in {root / split}")
+    return pairs
+
+
+def _load_colour(root: Path, split: str, cache: bool, holdout: str | None = None):
+    if holdout:
+        pairs = fold(lambda name: _colour_pairs(root, name), split, holdout)
+    else:
+        pairs = _colour_pairs(root, split)
+    names, colors, void = read_class_dict(root / "class_dict.csv")
+    mapping = {c: i for i, c in enumerate(colors)}
+    mapping.update({c: IGNORE for c in void})
 
     def decode(image_path, mask_path):
         return read_image(image_path), remap_colors(read_color_mask(mask_path), mapping, mask_path)
@@ -134,9 +191,12 @@ def splits(data_dir=None) -> list:
     return sorted(_colour_splits(root) if form == "colour" else _segnet_splits(root))
 
 
-def load(data_dir=None, split: str = "train", cache: bool = True):
-    """Load CamVid from `data_dir` in whichever form it is laid out."""
+def load(data_dir=None, split: str = "train", cache: bool = True, holdout: str | None = None):
+    """Load CamVid from `data_dir` in whichever form it is laid out.
+
+    `holdout`: comma-separated sequence names (e.g. "0006R0"); train becomes train+val without them and val
+    becomes their frames (see the module docstring)."""
     root, form = _form(data_dir)
     if form == "colour":
-        return _load_colour(root, split, cache)
-    return _load_segnet(root, split, cache)
+        return _load_colour(root, split, cache, holdout)
+    return _load_segnet(root, split, cache, holdout)

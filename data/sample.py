@@ -11,6 +11,6 @@ from data import camvid
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample" / "camvid"
 
 
-def load(data_dir=None, split: str = "train", cache: bool = True):
-    ds, info = camvid.load(data_dir or SAMPLE_DIR, split, cache=cache)
+def load(data_dir=None, split: str = "train", cache: bool = True, holdout: str | None = None):
+    ds, info = camvid.load(data_dir or SAMPLE_DIR, split, cache=cache, holdout=holdout)
     return ds, info.__class__(**{**info.__dict__, "name": "sample"})

@@ -49,10 +49,8 @@ class SplitReport:
 
 def loader_options(name: str, options: dict) -> dict:
     """`options` checked against the loader's parameters, with caching off unless asked for."""
+    options = data.coerce_options(name, options)
     accepted = data.loader_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UserError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(accepted) or 'none'}")
     # One pass over the data: an in-memory cache would only cost memory.
     return {"cache": False, **options} if "cache" in accepted else dict(options)
 

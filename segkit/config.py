@@ -143,11 +143,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
 
 
-def parse_data_options(values) -> dict:
-    """{key: value} from --data-option KEY=VALUE strings (true/false/none and numbers converted)."""
-    from data import parse_option
+def parse_data_options(values, dataset: str | None = None) -> dict:
+    """{key: value} from --data-option KEY=VALUE strings; with `dataset`, each value read as the type its
+    loader declares (data.coerce_options: strict booleans and numbers), else left a string."""
+    from data import coerce_options, parse_option
 
-    return dict(parse_option(text) for text in values or ())
+    options = dict(parse_option(text) for text in values or ())
+    return coerce_options(dataset, options) if dataset else options
 
 
 def load_config_file(path) -> TrainConfig:
@@ -203,7 +205,13 @@ def run_loader_options(run_config: dict, dataset: str | None = None, given=None)
     if run_config and dataset in (None, run_config.get("dataset")):
         stored = TrainConfig.from_json(run_config).loader_options()
     extra = given if isinstance(given, dict) else parse_data_options(given)
-    return {**stored, **extra}
+    options = {**stored, **extra}
+    name = dataset or (run_config or {}).get("dataset")
+    if name and options:
+        from data import coerce_options
+
+        options = coerce_options(name, options)
+    return options
 
 
 def to_flags(config: TrainConfig) -> list:
@@ -236,6 +244,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
             value = {**config.data_options, **parse_data_options(value)}
         if value is not None:
             setattr(config, field.name, tuple(value) if isinstance(value, list) else value)
+    if config.data_options:
+        from data import coerce_options
+
+        config.data_options = coerce_options(config.dataset, config.data_options)
     validate(config)
     return config
 

@@ -5,6 +5,8 @@ Masks are four 12-column bands of known stored values; the tests check the mappe
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -73,6 +75,64 @@ def test_camvid_test_split_and_splits(trees):
     assert camvid.splits(root) == ["test", "train", "val"]
     ds, info = camvid.load(root, "test")
     assert len(examples(ds)) == 3 and [p[0].name for p in info.files] == ["d.png", "e.png", "f.png"]
+
+
+def write_sequences(root, layout):
+    """A SegNet-layout CamVid tree whose frames carry sequence prefixes, as the real ones do."""
+    for split, names in layout.items():
+        lines = []
+        for k, name in enumerate(names):
+            save(root / split / f"{name}.png", noise_image(k))
+            save_gray(root / f"{split}annot" / f"{name}.png", bands([0, 3, 10, 11]))
+            lines.append(f"{split}/{name}.png {split}annot/{name}.png")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_camvid_holdout_folds_train_and_val_by_sequence(tmp_path):
+    root = write_sequences(tmp_path / "CamVid", {"train": ["0001TP_1", "0006R0_1", "0016E5_1", "0016E5_2"],
+                                                  "val": ["0016E5_3"], "test": ["Seq05VD_1"]})
+    names = lambda split, **options: [p[0].name for p in data.load_dataset("camvid", root, split, **options)[1].files]
+    # The sequence option arrives as a string from --data-option: "0016E5" must not be read as 1.6e6.
+    assert data.coerce_options("camvid", {"holdout": "0016E5"}) == {"holdout": "0016E5"}
+    assert names("train", holdout="0006R0") == ["0001TP_1.png", "0016E5_1.png", "0016E5_2.png", "0016E5_3.png"]
+    assert names("val", holdout="0006R0") == ["0006R0_1.png"]
+    assert names("val", holdout="0001TP,0006R0") == ["0001TP_1.png", "0006R0_1.png"]
+    assert names("test", holdout="0006R0") == ["Seq05VD_1.png"]  # test is never part of a fold
+    pool = sorted(names("train") + names("val"))
+    assert sorted(names("train+val", holdout="0016E5")) == pool  # the two halves of a fold are the pool
+    assert len(examples(data.load_dataset("camvid", root, "val", holdout="0016E5")[0])) == 3
+    with pytest.raises(UserError, match=r"holdout sequence 'Seq05VD' is in neither train nor val "
+                                        r"\(their sequences: 0001TP, 0006R0, 0016E5\)"):
+        data.load_dataset("camvid", root, "val", holdout="Seq05VD")
+    with pytest.raises(UserError, match="leaves no frames to train on"):
+        data.load_dataset("camvid", root, "train", holdout="0001TP,0006R0,0016E5")
+
+
+@pytest.mark.parametrize("name, options, expected", [
+    ("folder", {"remap": "no", "binary": "1", "num_classes": "3", "val_fraction": "0.1"},
+     {"remap": False, "binary": True, "num_classes": 3, "val_fraction": 0.1}),
+    ("voc", {"aug": "YES", "cache": "none"}, {"aug": True, "cache": None}),
+    ("camvid", {"cache": False, "holdout": "0001TP"}, {"cache": False, "holdout": "0001TP"}),
+])
+def test_data_options_are_read_as_the_loader_declares(name, options, expected):
+    assert data.coerce_options(name, options) == expected
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("folder", {"remap": "maybe"}, "remap='maybe' must be true or false"),
+    ("camvid", {"cache": "maybe"}, "cache='maybe' must be true or false"),
+    ("camvid", {"cache": 1}, "cache=1 must be true or false"),  # a JSON number is not a boolean
+    ("folder", {"num_classes": "3.5"}, "num_classes='3.5' must be an integer"),
+    ("folder", {"num_classes": "1e30"}, "num_classes='1e30' must be an integer"),
+    ("folder", {"val_fraction": "nan"}, "val_fraction='nan' must be a number"),
+    ("camvid", {"holdout": 5}, "holdout=5 must be a string"),
+    ("camvid", {"cache": "none"}, "cache='none' cannot be none"),
+    ("camvid", {"colour": "x"}, "unknown data option 'colour'; its loader takes: cache, holdout"),
+])
+def test_bad_data_options_are_refused_in_one_line(name, options, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        data.coerce_options(name, options)
 
 
 def test_camvid_colour_values(trees):
@@ -516,7 +576,7 @@ def test_verify_options_and_usage_errors(trees, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: folder: no split 'bogus'") and "Traceback" not in err
     assert verify.main(["--dataset", "folder", "--data-dir", str(root), "--option", "aug=true"]) == 2
-    assert "unknown option 'aug'" in capsys.readouterr().err
+    assert "unknown data option 'aug'" in capsys.readouterr().err
     assert verify.main(["--dataset", "kitti"]) == 2
     assert "unknown dataset 'kitti'" in capsys.readouterr().err
 

@@ -45,8 +45,49 @@ def pad_to_multiple(image, mask, multiple: int = 32):
     return pad_pair(image, mask, (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple)
 
 
-def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, jitter=True):
-    """Random scale + crop to `image_size`, flip and colour jitter; `seed` is a shape-[2] int tensor."""
+AUGMENTS = ("standard", "strong")
+
+
+def gaussian_blur(image, sigma):
+    """`image` (H, W, 3) blurred by a separable 7-tap Gaussian of standard deviation `sigma` (a scalar tensor),
+    edges padded by reflection."""
+    taps = tf.range(-3.0, 4.0)
+    kernel = tf.exp(-0.5 * tf.square(taps / tf.maximum(sigma, 1e-3)))
+    kernel /= tf.reduce_sum(kernel)
+    x = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    x = tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(kernel, [7, 1, 1, 1]), [1, 1, 3, 1]), [1, 1, 1, 1], "VALID")
+    x = tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(kernel, [1, 7, 1, 1]), [1, 1, 3, 1]), [1, 1, 1, 1], "VALID")
+    return x[0]
+
+
+def strong_photometric(image, seed):
+    """Photometric changes for frames of a street, a light or a camera not seen in training (CamVid's dusk
+    sequence, a new town): gamma 0.67-1.5 (log-uniform), brightness +-0.2, contrast and saturation 0.7-1.3,
+    hue +-0.03, then in 30% of images a Gaussian blur (sigma 0.3-1.5) and in 30% Gaussian noise (std up to
+    0.04). `seed` is a shape-[2] int tensor; values stay in [0, 1]."""
+    seeds = tf.random.experimental.stateless_split(seed, num=10)
+    gamma = tf.exp(tf.random.stateless_uniform([], seeds[0], -0.405, 0.405))
+    image = tf.pow(tf.clip_by_value(image, 0.0, 1.0), gamma)
+    image = tf.image.stateless_random_brightness(image, 0.2, seeds[1])
+    image = tf.image.stateless_random_contrast(image, 0.7, 1.3, seeds[2])
+    image = tf.image.stateless_random_saturation(image, 0.7, 1.3, seeds[3])
+    image = tf.image.stateless_random_hue(image, 0.03, seeds[4])
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    blur = tf.random.stateless_uniform([], seeds[5]) < 0.3
+    sigma = tf.random.stateless_uniform([], seeds[6], 0.3, 1.5)
+    image = tf.cond(blur, lambda: gaussian_blur(image, sigma), lambda: image)
+    noisy = tf.random.stateless_uniform([], seeds[7]) < 0.3
+    std = tf.random.stateless_uniform([], seeds[8], 0.0, 0.04)
+    noise = tf.random.stateless_normal(tf.shape(image), seeds[9]) * std
+    image = tf.cond(noisy, lambda: image + noise, lambda: image)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, jitter=True, strength="standard"):
+    """Random scale + crop to `image_size`, flip and colour jitter; `seed` is a shape-[2] int tensor.
+
+    `strength` "standard": brightness +-0.15, contrast and saturation 0.8-1.2; "strong": `strong_photometric`
+    instead (the geometry, and its random numbers, are the same for both)."""
     seeds = tf.random.experimental.stateless_split(seed, num=8)
     crop_h, crop_w = image_size
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -65,7 +106,9 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
         do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
         image = tf.cond(do_flip, lambda: tf.reverse(image, [1]), lambda: image)
         mask = tf.cond(do_flip, lambda: tf.reverse(mask, [1]), lambda: mask)
-    if jitter:
+    if jitter and strength == "strong":
+        image = strong_photometric(image, seeds[7])
+    elif jitter:
         image = tf.image.stateless_random_brightness(image, 0.15, seeds[4])
         image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[5])
         image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[6])
@@ -75,9 +118,9 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
     return image, mask
 
 
-def _train_example(image, mask, pair_seed, image_size, scale_range, augment_data):
+def _train_example(image, mask, pair_seed, image_size, scale_range, augment_data, strength="standard"):
     if augment_data:
-        return augment(image, mask, pair_seed, image_size, scale_range)
+        return augment(image, mask, pair_seed, image_size, scale_range, strength=strength)
     return resize_pair(image, mask, image_size)
 
 
@@ -104,7 +147,8 @@ def prepare(ds: tf.data.Dataset, *, training: bool, batch_size: int, image_size=
 
 
 def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: int = 0, scale_range=(0.5, 2.0),
-                    start_batch: int = 0, shuffle_buffer: int = 1000, augment_data: bool = True) -> tf.data.Dataset:
+                    start_batch: int = 0, shuffle_buffer: int = 1000, augment_data: bool = True,
+                    strength: str = "standard") -> tf.data.Dataset:
     """Endless training batches, starting at batch `start_batch` of the stream (see the module docstring).
 
     Every pass over `ds` yields len(ds) // batch_size full batches (the rest of the pass is dropped), so
@@ -132,7 +176,7 @@ def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: i
         numbered = tf.data.Dataset.zip((shuffled, tf.data.Dataset.range(count))).skip(skip_examples)
         examples = numbered.map(
             lambda example, position: _train_example(*example, tf.stack([seed, index * count + position]),
-                                                     image_size, scale_range, augment_data),
+                                                     image_size, scale_range, augment_data, strength),
             num_parallel_calls=AUTOTUNE, deterministic=True)
         return examples.batch(batch_size, drop_remainder=True)
 

@@ -6,15 +6,19 @@ activation, forward and backward. tf-keras (Keras 2) called TensorFlow's fused k
 which normalizes bfloat16 activations in one pass with float32 statistics. On this CPU that difference
 made segmentation_models' ResNet34 U-Net (tf-keras) train 13-15% faster than ours at equal precision.
 
-`install()` makes `keras.layers.BatchNormalization` take the fused kernel in training steps where the math
+`fused()` is a context around a training loop (`model.fit`): inside it, `keras.layers.BatchNormalization` takes
+the fused kernel in training steps where the math
 is the same (4-D NHWC input, no mask, no renorm, not synchronized): the output, the gradients and the
 moving statistics agree with Keras' own computation to float rounding (`tests/test_batchnorm.py`).
 Everything else, inference included, runs Keras' code. Only the computation changes: models keep Keras'
-layer class, so saved files are plain Keras files. `SEGKIT_FUSED_BN=off` leaves Keras as it is.
+layer class, so saved files are plain Keras files. `SEGKIT_FUSED_BN=off` leaves Keras as it is. The loop
+traces its step inside the context, so a new run and a resumed one (a checkpoint loaded in a new process)
+train on the same kernel; outside it Keras' own code runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import keras
@@ -66,3 +70,14 @@ def install() -> bool:
 
 def uninstall() -> None:
     keras.layers.BatchNormalization.call = _keras_call
+
+
+@contextlib.contextmanager
+def fused():
+    """Train with the fused kernel inside this block (see the module docstring); yields whether it is on.
+    Whatever was in place before is back afterwards."""
+    before = keras.layers.BatchNormalization.call
+    try:
+        yield install()
+    finally:
+        keras.layers.BatchNormalization.call = before

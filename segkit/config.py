@@ -28,6 +28,7 @@ class TrainConfig:
     val_image_size: tuple | None = None  # None: validate at native size, padded to a multiple of 32
     scale_min: float = 0.5  # random scale range for training crops
     scale_max: float = 2.0
+    augment: str = "standard"  # photometric augmentation: standard | strong
     # model
     model: str = "mobilenetv2_pix2pix"
     encoder_weights: str = "none"  # none | imagenet | PATH
@@ -117,6 +118,8 @@ HELP = {
     "train_split": "split to train on; several joined by '+' train on all of them (e.g. train+val)",
     "head_stride": "ddrnet: 8 (the paper's head, default) or 4 (the stem's stride-4 features join the head: "
                    "finer masks for thin objects such as poles and signs)",
+    "augment": "photometric augmentation of training crops: standard (brightness, contrast, saturation) or strong "
+               "(also gamma, hue, blur and noise, wider ranges: for new streets and light)",
     "ema": "validate and save an exponential moving average of the weights with this momentum (0: off)",
     "keep": "best: model.keras is the epoch with the best val mIoU; last: the last epoch (no selection on val)",
 }
@@ -281,7 +284,8 @@ def validate(config: TrainConfig) -> None:
         if size is not None and (len(size) != 2 or any(s <= 0 or s % 32 for s in size)):
             raise UserError(f"{_flag(key)} must be two positive multiples of 32, got {list(size)}")
     choices = {"lr_schedule": ("cosine", "constant", "poly"), "precision": ("auto", "float32", "bfloat16", "float16"),
-               "strategy": ("auto", "none", "mirrored", "multiworker"), "keep": ("best", "last")}
+               "strategy": ("auto", "none", "mirrored", "multiworker"), "keep": ("best", "last"),
+               "augment": ("standard", "strong")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")

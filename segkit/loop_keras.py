@@ -30,9 +30,7 @@ def build_and_compile(config, info, steps, weights):
     """The model, loss, metrics and optimizer of `config`, compiled; call it inside the strategy's scope.
 
     bench/train_speed.py times the model this returns, so a change here shows in its figures.
-    BatchNormalization layers train with TensorFlow's fused kernel (segkit.batchnorm).
     """
-    batchnorm.install()
     # model
     model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
                                encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
@@ -159,6 +157,9 @@ def fit(config, run, splits) -> RunRecorder:
     callbacks.append(RecorderCallback(recorder))
     if run.writer:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "logs"), write_graph=False))
-    model.fit(splits.train, epochs=config.epochs, initial_epoch=run.resume_epoch, steps_per_epoch=splits.steps,
-              validation_data=splits.val, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    # BatchNormalization trains on TensorFlow's fused kernel, in a new run and a resumed one alike.
+    with batchnorm.fused():
+        model.fit(splits.train, epochs=config.epochs, initial_epoch=run.resume_epoch,
+                  steps_per_epoch=splits.steps, validation_data=splits.val, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
     return recorder

@@ -149,7 +149,7 @@ def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
         val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
         train_ds = training_stream(train_part, batch_size=global_batch, image_size=config.image_size,
                                    seed=config.seed, scale_range=(config.scale_min, config.scale_max),
-                                   start_batch=start_epoch * steps)
+                                   start_batch=start_epoch * steps, strength=config.augment)
         val_ds = prepare(val_part, training=False, batch_size=global_batch, image_size=config.val_image_size)
         weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
         sample_images, sample_masks = sample_batch(val_raw, config.num_samples)

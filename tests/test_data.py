@@ -440,6 +440,36 @@ def test_augment_keeps_image_and_mask_aligned():
     assert padded_somewhere  # scales below 40/32 leave room to pad
 
 
+def test_strong_augment_changes_only_the_colours():
+    """--augment strong: the same crop, scale and flip as standard (same mask), values in [0, 1], the same image
+    for the same seed, and on average further from the unjittered crop than standard."""
+    from data.pipeline import gaussian_blur
+
+    image, mask = colour_coded_pair()
+    change = {"standard": [], "strong": []}
+    for seed in range(24):
+        key = tf.constant([seed, 3], tf.int64)
+        outputs = {s: augment(tf.constant(image), tf.constant(mask), key, image_size=(40, 56), strength=s)
+                   for s in change}
+        np.testing.assert_array_equal(outputs["strong"][1], outputs["standard"][1])
+        strong = outputs["strong"][0].numpy()
+        assert 0.0 <= strong.min() and strong.max() <= 1.0
+        again = augment(tf.constant(image), tf.constant(mask), key, image_size=(40, 56), strength="strong")[0]
+        np.testing.assert_array_equal(strong, again.numpy())
+        plain = augment(tf.constant(image), tf.constant(mask), key, image_size=(40, 56), jitter=False)[0].numpy()
+        for s in change:
+            change[s].append(float(np.mean(np.abs(outputs[s][0].numpy() - plain))))
+    assert np.mean(change["strong"]) > 1.3 * np.mean(change["standard"]) > 0
+    # The blur is a normalised Gaussian: a flat image stays flat, a single bright pixel spreads symmetrically.
+    flat = tf.fill((9, 9, 3), 0.5)
+    np.testing.assert_allclose(gaussian_blur(flat, tf.constant(1.0)).numpy(), 0.5, atol=1e-6)
+    dot = np.zeros((9, 9, 3), np.float32)
+    dot[4, 4] = 1.0
+    blurred = gaussian_blur(tf.constant(dot), tf.constant(1.0)).numpy()[..., 0]
+    np.testing.assert_allclose(blurred, blurred.T, atol=1e-7)
+    np.testing.assert_allclose(blurred[4, 3] / blurred[4, 4], np.exp(-0.5), rtol=1e-5)
+
+
 def test_prepare_training_is_seeded():
     image, mask = colour_coded_pair()
     ds = tf.data.Dataset.from_tensor_slices((np.stack([image] * 4), np.stack([mask] * 4)))

@@ -1,76 +1,12 @@
-"""Export a trained model for serving (SavedModel), for mobile (TFLite), for ONNX runtimes or for shipping
-(.keras), checked against the source.
+"""Export a trained model for serving (SavedModel), for mobile (TFLite), for ONNX runtimes or for shipping The same as `segkit export` (segkit/cli/export.py).
 
-    python export.py --model runs/sample-mobilenetv2_pix2pix-... --format savedmodel --out exported/sample
-    python export.py --model runs/sample-mobilenetv2_pix2pix-... --format tflite --out exported/sample.tflite
-    python export.py --model RUN --format tflite --quantize fp16 --out exported/sample_fp16.tflite
-    python export.py --model RUN --format tflite --quantize int8 --image-size 180 240 --out exported/sample_int8.tflite
-    python export.py --model RUN --format onnx --out exported/sample.onnx
-
---model: a run folder, a .keras file, or for unet_tf a run folder or its saved_model/ folder. The work
-is segkit.export.export_model; what each format holds and the check's tolerances are described there.
+    python export.py --help
 """
 
-from __future__ import annotations
+import sys
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-
-from segkit import cli, export  # noqa: E402
-from segkit.export.check import TOLERANCES  # noqa: E402
-
-
-def parse_args(argv):
-    names = {"keras": "keras", "savedmodel": "savedmodel", "onnx": "onnx", "none": "tflite float32",
-             "fp16": "tflite fp16", "dynamic": "tflite dynamic", "int8": "tflite int8"}
-    tolerances = "; ".join(f"{names[k]}: max |dlogit| <= {d} L, mask agreement >= {a}"
-                           for k, (d, a) in TOLERANCES.items())
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog=f"The export fails beyond these tolerances, L = max(1, max |logit|): "
-                                            f"{tolerances}.")
-    parser.add_argument("--model", required=True, help="run folder, .keras file, or unet_tf saved_model/ folder")
-    parser.add_argument("--format", required=True,
-                        help="savedmodel | tflite | onnx | keras (a float32 .keras without optimizer state, for shipping)")
-    parser.add_argument("--quantize", default="none",
-                        help="tflite only: none | fp16 | dynamic (int8 weights) | int8 (default none)")
-    parser.add_argument("--out", required=True,
-                        help="output: a folder for savedmodel, else a .tflite / .onnx / .keras file")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="tflite input size, any H W; the camera's frame size is best (e.g. 360 480 for CamVid) "
-                             "(default: the run's training image size)")
-    parser.add_argument("--dataset", help="dataset for calibration and the check (default: the run's)")
-    parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
-    parser.add_argument("--data-option", action="append", metavar="KEY=VALUE",
-                        help="a loader option, repeatable (default: the run's own)")
-    parser.add_argument("--calibration-images", type=int, default=64,
-                        help="int8: training images the activation ranges are calibrated on (default 64)")
-    parser.add_argument("--check-images", type=int, default=4,
-                        help="validation images the export is checked on (default 4)")
-    parser.add_argument("--recipe", help="for files shipped to others: a line naming how the model was made; the "
-                                         "sidecar then holds it instead of this machine's folders (run folder, "
-                                         "--init-from, source keep only their names)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    result = export.export_model(args.model, args.format, args.out, quantize=args.quantize,
-                                 image_size=args.image_size and tuple(args.image_size), dataset=args.dataset,
-                                 data_dir=args.data_dir, data_options=args.data_option,
-                                 calibration_count=args.calibration_images,
-                                 check_count=args.check_images, recipe=args.recipe)
-    if result.note:
-        print(result.note)
-    parity = result.parity
-    print(f"check on {result.checked_on}: max |logit difference| {parity.max_difference:.3g} "
-          f"(logits up to {parity.max_logit:.3g}), mask agreement {parity.agreement:.4f}")
-    print(f"wrote {result.out} ({result.size_bytes / 1e6:.1f} MB)")
-    return 0
-
+from segkit import cli
+from segkit.cli.export import main
 
 if __name__ == "__main__":
     sys.exit(cli.run(main))

@@ -70,13 +70,12 @@ def parse_args(argv):
 def sm_worker(args) -> dict:
     os.environ["SM_FRAMEWORK"] = "tf.keras"
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf.keras = tf-keras (Keras 2), which segmentation_models needs
-    sys.path.insert(0, str(ROOT))
     import segmentation_models as sm
     import tensorflow as tf
     import tf_keras
 
-    from data import shapes
-    from data.pipeline import prepare
+    from segkit.data import shapes
+    from segkit.data.pipeline import prepare
 
     keras = tf.keras
     keras.utils.set_random_seed(0)

@@ -25,9 +25,9 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-import data  # noqa: E402
-from data.pipeline import prepare  # noqa: E402
-from errors import UserError  # noqa: E402
+from segkit import data  # noqa: E402
+from segkit.data.pipeline import prepare  # noqa: E402
+from segkit.errors import UserError  # noqa: E402
 from segkit import cli  # noqa: E402
 from segkit.config import TrainConfig, validate  # noqa: E402
 

@@ -22,7 +22,7 @@ import sys  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import models  # noqa: E402
+from segkit import models  # noqa: E402
 from segkit import cli  # noqa: E402
 
 TRAINING_FACTOR = 3  # forward + backward (activations) + backward (weights)

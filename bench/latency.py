@@ -3,7 +3,7 @@
     python -m bench.latency --model runs/sample-mobilenetv2_pix2pix-... exported/sample exported/sample.tflite \\
         --image-size 360 480 --threads 2 --runs 30
 
-Each model is loaded with segkit.inference.load_predictor, as evaluate.py and predict.py load it, and
+Each model is loaded with segkit.inference.predictor.load_predictor, as evaluate.py and predict.py load it, and
 timed on one image of --image-size from float pixels to the class mask, through `Predictor.labels`
 as predict.py calls it (padding to a multiple of 32 or, for a fixed-size TFLite file, resizing to its
 size and back, included); `--output logits` times `Predictor.logits` instead (float logits at the
@@ -29,11 +29,10 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from errors import UserError
+from segkit.errors import UserError
 from segkit import cli
 from segkit.fileio import size_of
 
@@ -58,7 +57,7 @@ def parse_args(argv):
 
 def run_size(predictor, size) -> tuple:
     """The (H, W) the model computes at for an image of `size`."""
-    from segkit.loading import MULTIPLE
+    from segkit.inference.loading import MULTIPLE
 
     if predictor.fixed_size is not None:
         return tuple(predictor.fixed_size)
@@ -69,7 +68,7 @@ def describe(predictor) -> str:
     """keras, savedmodel, onnx, or tflite-float32 / -fp16 / -dynamic / -int8 from the file's tensor types."""
     if predictor.kind != "tflite":
         return predictor.kind
-    from segkit.tflite_runtime import describe as describe_tflite
+    from segkit.inference.tflite_runtime import describe as describe_tflite
 
     return "tflite-" + describe_tflite(predictor.batch_fn.interpreter)
 
@@ -106,7 +105,7 @@ def main(argv=None) -> int:
     # Before TensorFlow runs anything: the thread pools are made on first use.
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from segkit.inference import load_predictor
+    from segkit.inference.predictor import load_predictor
 
     predictors = [load_predictor(path, num_threads=args.threads) for path in args.model]
     image = np.random.default_rng(0).integers(0, 256, (*args.image_size, 3)).astype(np.float32) / 255

@@ -18,19 +18,18 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import data  # noqa: E402
-from data.common import IGNORE  # noqa: E402
-from errors import UserError  # noqa: E402
-from metrics import ConfusionMatrix  # noqa: E402
+from segkit import data  # noqa: E402
+from segkit.data.common import IGNORE  # noqa: E402
+from segkit.errors import UserError  # noqa: E402
+from segkit.metrics import ConfusionMatrix  # noqa: E402
 from segkit import cli  # noqa: E402
 from segkit.config import parse_data_options  # noqa: E402
-from segkit.inference import MULTIPLE  # noqa: E402
+from segkit.inference.predictor import MULTIPLE  # noqa: E402
 
 
 def stride_prediction(mask: np.ndarray, num_classes: int, stride: int) -> np.ndarray:

@@ -5,7 +5,7 @@
     python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --jit-compile
 
 What is timed is what train.py runs: the model, loss, mIoU metric, AdamW and compile come from
-`segkit.loop_keras.build_and_compile` (unet_tf: `models.unet_tf.make_train_step`, as segkit.loop_tf), the precision
+`segkit.training.loop_keras.build_and_compile` (unet_tf: `models.unet_tf.make_train_step`, as segkit.training.loop_tf), the precision
 from `runtime.set_precision`, and the batches from `data.pipeline.prepare(training=True)` over the `shapes`
 dataset. The generated scenes are cached in memory first, as the file loaders cache decoded images, so the
 timed steps pay for augmentation and batching but not for drawing the scenes.
@@ -37,16 +37,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import data  # noqa: E402
-import losses  # noqa: E402
-import models  # noqa: E402
-from data.common import default_colors  # noqa: E402
-from data.pipeline import prepare  # noqa: E402
-from errors import UserError  # noqa: E402
+from segkit import data  # noqa: E402
+from segkit import losses  # noqa: E402
+from segkit import models  # noqa: E402
+from segkit.data.common import default_colors  # noqa: E402
+from segkit.data.pipeline import prepare  # noqa: E402
+from segkit.errors import UserError  # noqa: E402
 from bench.flops import TRAINING_FACTOR, model_flops  # noqa: E402
-from segkit import batchnorm, cli, runtime  # noqa: E402
+from segkit import cli, runtime  # noqa: E402
+from segkit.training import batchnorm
 from segkit.config import TrainConfig, validate  # noqa: E402
-from segkit.loop_keras import build_and_compile  # noqa: E402
+from segkit.training.loop_keras import build_and_compile  # noqa: E402
 
 
 def parse_args(argv):
@@ -116,7 +117,7 @@ class BatchTimes(keras.callbacks.Callback):
 def time_keras(config, info, batches, steps, warmup):
     """(train steady images/s, train wall images/s, infer images/s, parameters) of train.py's Keras model."""
     model = build_and_compile(config, info, steps, None)
-    with batchnorm.fused():  # as segkit.loop_keras.fit trains
+    with batchnorm.fused():  # as segkit.training.loop_keras.fit trains
         model.fit(batches, epochs=1, steps_per_epoch=warmup, verbose=0)
         timer = BatchTimes()
         start = time.perf_counter()
@@ -137,8 +138,8 @@ def time_keras(config, info, batches, steps, warmup):
 
 
 def time_unet_tf(config, info, batches, steps, warmup):
-    """The same figures for unet_tf, with segkit.loop_tf's step (GradientTape + AdamTF, float32)."""
-    from models.unet_tf import AdamTF, make_train_step
+    """The same figures for unet_tf, with segkit.training.loop_tf's step (GradientTape + AdamTF, float32)."""
+    from segkit.models.unet_tf import AdamTF, make_train_step
 
     model = models.build_model("unet_tf", info.num_classes, **config.model_options())
     loss_fn = losses.get_loss(config.loss, info.num_classes, ignore_index=info.ignore_index)
@@ -152,7 +153,7 @@ def time_unet_tf(config, info, batches, steps, warmup):
     ends = []
     start = time.perf_counter()
     for _ in range(steps):
-        float(step(*next(iterator), lr))  # segkit.loop_tf reads each loss too
+        float(step(*next(iterator), lr))  # segkit.training.loop_tf reads each loss too
         ends.append(time.perf_counter())
     wall = time.perf_counter() - start
     b = config.batch_size

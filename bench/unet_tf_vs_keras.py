@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from errors import UserError
-from models.unet_tf import BN_EPSILON, BN_MOMENTUM, AdamTF, UNetTF, make_train_step
+from segkit.errors import UserError
+from segkit.models.unet_tf import BN_EPSILON, BN_MOMENTUM, AdamTF, UNetTF, make_train_step
 
 
 def keras_unet(num_classes, base_filters):

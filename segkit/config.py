@@ -12,7 +12,8 @@ import argparse
 import dataclasses
 import math
 
-from errors import UserError
+from segkit import catalog
+from segkit.errors import UserError
 
 
 @dataclasses.dataclass
@@ -99,10 +100,34 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "dataset name (see data.DATASETS)",
+    "dataset": "dataset (its layout: README, Datasets)",
+    "model": "model (docs/models.md)",
+    "loss": "training loss (docs/training.md)",
+    "variant": "the model's variant: mobilenetv3_lraspp large | small, ddrnet slim | 23",
+    "alpha": "mobilenetv2_pix2pix / mobilenetv3_lraspp: the encoder's width multiplier (Keras' alpha)",
+    "base_filters": "unet_tf: filters of its first level (doubled at each level down)",
+    "dropout": "mobilenetv2_pix2pix: dropout in the decoder",
+    "encoder_frozen": "keep the encoder's weights fixed (with --encoder-weights imagenet or a file)",
+    "val_split": "split to validate on after each epoch",
+    "scale_min": "smallest random scale of a training image before its crop",
+    "scale_max": "largest random scale of a training image before its crop",
+    "loss_alpha": "tversky losses: weight of false positives",
+    "loss_beta": "tversky losses: weight of false negatives",
+    "loss_lam": "tversky_cce / dice_cce: weight of the region term (the cross-entropy gets 1 - lam)",
+    "loss_gamma": "focal_tversky: the exponent",
+    "epochs": "training epochs",
+    "lr": "peak learning rate of AdamW",
+    "lr_schedule": "learning rate over the run after the warm-up",
+    "warmup_epochs": "epochs of linear warm-up from 0 to --lr",
+    "weight_decay": "AdamW's decoupled weight decay",
+    "steps_per_epoch": "training steps per epoch (default: one pass over the training split)",
+    "jit_compile": "compile the training step with XLA",
+    "seed": "seed of the initial weights, the data order and the augmentation",
+    "num_samples": "validation images drawn in samples/epoch_NNN.png after each epoch",
     "data_dir": "dataset root folder (not needed for sample and shapes)",
     "data_options": "a loader option KEY=VALUE, repeatable: aug=true (voc: SBD labels), remap=true / binary=false "
-                    "(folder), cache=false; `python -m data.verify` lists a dataset's (default: none)",
+                    "(folder), holdout=SEQ (camvid: hold out a video sequence), cache=false; `segkit verify "
+                    "--dataset NAME --help-options` lists a dataset's (default: none)",
     "val_fraction": "hold out every 1/F-th image of a flat folder dataset (images/ + masks/) as its val split",
     "image_size": "training crop H W, multiples of 32",
     "val_image_size": "resize validation images to H W (default: native size padded to a multiple of 32)",
@@ -112,7 +137,8 @@ HELP = {
     "class_weights": "auto (median frequency balancing over the training set) or comma-separated floats",
     "batch_size": "batch size per replica",
     "patience": "stop after this many epochs without a better val mIoU (0: never)",
-    "precision": "auto picks mixed bfloat16 on CPUs with AVX512-BF16/AMX, mixed float16 on GPUs, else float32",
+    "precision": "auto picks mixed bfloat16 on CPUs with AVX512-BF16/AMX, mixed float16 on GPUs, else float32; "
+                 "Keras' policy names are taken too",
     "strategy": "tf.distribute strategy: auto | none | mirrored | multiworker (cluster from TF_CONFIG)",
     "run_dir": "run folder (default runs/<dataset>-<model>-<time>)",
     "train_split": "split to train on; several joined by '+' train on all of them (e.g. train+val)",
@@ -125,8 +151,21 @@ HELP = {
 }
 
 
+# The values a field may take (the flags' choices in --help, and what `validate` accepts from a config file).
+CHOICES = {
+    "dataset": catalog.DATASETS, "model": tuple(sorted(catalog.MODELS)), "loss": catalog.LOSSES,
+    "variant": tuple(v for variants in catalog.VARIANTS.values() for v in variants),
+    "lr_schedule": catalog.LR_SCHEDULES, "precision": catalog.PRECISIONS, "strategy": catalog.STRATEGIES,
+    "keep": catalog.KEEP, "augment": catalog.AUGMENTS, "head_stride": (8, 4),
+}
+# Bounds of the integer fields (inclusive): a value past them is a typo, not a plan.
+BOUNDS = {"epochs": (1, 100_000), "batch_size": (1, 65_536), "steps_per_epoch": (1, 100_000_000),
+          "patience": (0, 100_000), "num_samples": (0, 256), "seed": (0, 2 ** 31 - 1), "base_filters": (1, 4096)}
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, defaulting to None so that only typed flags override."""
+    """One flag per TrainConfig field, defaulting to None so that only typed flags override; fields with a
+    fixed set of values list them (CHOICES)."""
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         help_text = HELP.get(field.name, "")
@@ -143,13 +182,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), default=None, help=help_text)
         else:
             parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None,
-                                help=help_text)
+                                choices=CHOICES.get(field.name), help=help_text)
 
 
 def parse_data_options(values, dataset: str | None = None) -> dict:
     """{key: value} from --data-option KEY=VALUE strings; with `dataset`, each value read as the type its
     loader declares (data.coerce_options: strict booleans and numbers), else left a string."""
-    from data import coerce_options, parse_option
+    from segkit.data import coerce_options, parse_option
 
     options = dict(parse_option(text) for text in values or ())
     return coerce_options(dataset, options) if dataset else options
@@ -211,7 +250,7 @@ def run_loader_options(run_config: dict, dataset: str | None = None, given=None)
     options = {**stored, **extra}
     name = dataset or (run_config or {}).get("dataset")
     if name and options:
-        from data import coerce_options
+        from segkit.data import coerce_options
 
         options = coerce_options(name, options)
     return options
@@ -240,7 +279,11 @@ def to_flags(config: TrainConfig) -> list:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """`base` (or the defaults) with every flag the user gave applied, validated. A --dataset other than the
+    base's drops the base's data_dir and loader options, which belong to its dataset."""
     config = dataclasses.replace(base) if base else TrainConfig()
+    if base and getattr(args, "dataset", None) not in (None, base.dataset):
+        config.data_dir, config.data_options, config.val_fraction = None, {}, None
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
         if field.name == "data_options" and value is not None:
@@ -248,7 +291,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         if value is not None:
             setattr(config, field.name, tuple(value) if isinstance(value, list) else value)
     if config.data_options:
-        from data import coerce_options
+        from segkit.data import coerce_options
 
         config.data_options = coerce_options(config.dataset, config.data_options)
     validate(config)
@@ -281,19 +324,18 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{_flag(field.name)} must be a finite number, got {value}")
     for key in ("image_size", "val_image_size"):
         size = getattr(config, key)
-        if size is not None and (len(size) != 2 or any(s <= 0 or s % 32 for s in size)):
-            raise UserError(f"{_flag(key)} must be two positive multiples of 32, got {list(size)}")
-    choices = {"lr_schedule": ("cosine", "constant", "poly"), "precision": ("auto", "float32", "bfloat16", "float16"),
-               "strategy": ("auto", "none", "mirrored", "multiworker"), "keep": ("best", "last"),
-               "augment": ("standard", "strong")}
-    for key, allowed in choices.items():
-        if getattr(config, key) not in allowed:
-            raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}; got {getattr(config, key)!r}")
-    for key in ("epochs", "batch_size", "steps_per_epoch"):
+        if size is not None and (len(size) != 2 or any(not 0 < s <= 16_384 or s % catalog.MULTIPLE for s in size)):
+            raise UserError(f"{_flag(key)} must be two positive multiples of {catalog.MULTIPLE} (at most 16384), "
+                            f"got {list(size)}")
+    for key, allowed in CHOICES.items():
         value = getattr(config, key)
-        if value is not None and value < 1:
-            raise UserError(f"{_flag(key)} must be at least 1, got {value}")
-    for key in ("weight_decay", "warmup_epochs", "patience", "num_samples"):
+        if value is not None and value not in allowed:
+            raise UserError(f"{_flag(key)} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    for key, (low, high) in BOUNDS.items():
+        value = getattr(config, key)
+        if value is not None and not low <= value <= high:
+            raise UserError(f"{_flag(key)} must be between {low} and {high}, got {value}")
+    for key in ("weight_decay", "warmup_epochs"):
         if getattr(config, key) < 0:
             raise UserError(f"{_flag(key)} must be at least 0, got {getattr(config, key)}")
     if config.val_fraction is not None and not 0 < config.val_fraction < 1:

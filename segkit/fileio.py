@@ -1,30 +1,39 @@
 """Writing a file or a folder so that nobody ever sees half of it: the one atomic-write path.
 
-    with atomic_path(final) as tmp:    # tmp: ".tmp-<name>" beside final
+    with atomic_path(final) as tmp:    # tmp: ".tmp-<pid>-<name>" beside final
         model.save(tmp)                 # any writer, a file or a folder
     # now `final` is the new version; after an exception the old one is untouched and tmp is gone
 
 Every writer in the toolkit (configs, history, checkpoints, models, exports, pictures, videos) goes
 through `atomic_path`, so a process killed or failing at any moment leaves either the old file or the
-new one, and never a temporary that fills the disk. A full disk or a file-size limit becomes a
+new one. A file replaces the old one in one rename. A folder replaces the old one in one exchange of the
+two names (Linux renameat2 with RENAME_EXCHANGE), after which the old version, now under the temporary
+name, is deleted; where the file system cannot exchange, the old folder is renamed aside first and a
+later write (or `recover`) puts it back if the process died between the two renames. A temporary carries
+its writer's process id, so two writers never share one, and the next write into the same folder removes
+the temporaries of writers that have died (kill -9 included). A full disk or a file-size limit becomes a
 `UserError` that names the file; the earlier version stays in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
-from errors import UserError
+from segkit.errors import UserError
 
 TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 # Errors that mean "no room": a full disk, a quota, a file-size limit (RLIMIT_FSIZE).
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}(\d+)-")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
 def remove(path: Path) -> None:
@@ -42,8 +51,61 @@ def remove(path: Path) -> None:
             raise
 
 
-def temporary_name(final: Path) -> Path:
-    return final.with_name(TMP_PREFIX + final.name)
+def temporary_name(final: Path, pid: int | None = None) -> Path:
+    """Where `atomic_path` writes `final` first: `.tmp-<pid>-<name>` in the same folder (same file system,
+    so the last step is a rename; the suffix is kept for writers that pick a format by it)."""
+    return final.with_name(f"{TMP_PREFIX}{os.getpid() if pid is None else pid}-{final.name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_dead_temporaries(folder: Path) -> list:
+    """Delete the temporaries in `folder` whose writer has died; returns their paths."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names `a` and `b` in one step (both must exist); False where the system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def recover(final) -> bool:
+    """Put back a folder that a killed writer had renamed aside (`.old-<name>`) without moving the new one in
+    (only where the file system cannot exchange two names); returns whether it did."""
+    final = Path(final)
+    old = final.with_name(_OLD_PREFIX + final.name)
+    if old.exists() and not final.exists():
+        old.rename(final)
+        return True
+    if old.exists():
+        remove(old)  # the new folder is in place: the aside copy is what was replaced
+    return False
 
 
 def _no_space(exc: BaseException) -> bool:
@@ -75,15 +137,18 @@ def _about(exc: BaseException, paths) -> OSError | None:
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
-    """Move `tmp` to `final`; a folder replaces the old one by renaming it aside first."""
-    if tmp.is_dir() and final.exists():
-        old = final.with_name(_OLD_PREFIX + final.name)
-        remove(old)
-        final.rename(old)
-        tmp.rename(final)
-        remove(old)
-    else:
+    """Move `tmp` to `final` in one step: a rename for a file, an exchange for a folder that replaces one."""
+    if not (tmp.is_dir() and final.exists()):
         tmp.replace(final)
+        return
+    if _exchange(tmp, final):
+        remove(tmp)  # the old version, now under the temporary name
+        return
+    old = final.with_name(_OLD_PREFIX + final.name)
+    remove(old)
+    final.rename(old)
+    tmp.rename(final)  # a kill before this line leaves `old`, which `recover` puts back
+    remove(old)
 
 
 @contextlib.contextmanager
@@ -97,6 +162,11 @@ def atomic_path(final):
     """
     final = Path(final)
     tmp = temporary_name(final)
+    try:
+        recover(final)
+        remove_dead_temporaries(final.parent)
+    except OSError:
+        pass  # a folder that is not there yet, or not readable: the write below says so
     remove(tmp)
     try:
         yield tmp
@@ -181,9 +251,7 @@ def check_writable(path, flag: str, kind: str | None = None) -> Path:
         if kind == "folder" and not exists:
             path.mkdir()
             made.append(path)
-        probe = path / f"{TMP_PREFIX}probe-{os.getpid()}" if kind == "folder" else temporary_name(path)
-        if os.path.lexists(probe):  # a temporary left by a killed writer: atomic_path replaces it anyway
-            probe = probe.parent / f"{TMP_PREFIX}probe-{os.getpid()}"
+        probe = temporary_name(path / "probe" if kind == "folder" else path)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:

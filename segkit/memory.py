@@ -7,8 +7,8 @@ A step's memory grows with the pixels it sees, so the estimate is
 
     bytes = FIXED + BYTES_PER_PIXEL[model] * pixels,   pixels = batch * H * W (H, W rounded up to 32)
 
-with the slopes measured on CPU in float32 (the largest case: mixed precision uses less) by
-`python -m segkit.memory` (it prints this table; see `measure`): the growth of the peak resident
+with the slopes kept in each model's record (segkit.catalog), measured on CPU in float32 (the largest case:
+mixed precision uses less) by `python -m bench.memory` (it prints the table; see `measure` there): the growth of the peak resident
 memory (ru_maxrss) of a fresh process over one training step (model.train_on_batch with the run's loss,
 metrics and AdamW; a GradientTape step for unet_tf) or one forward pass (model(x, training=False)), at
 two sizes, after a warm-up step at 64x64; BYTES_PER_PIXEL is (growth at the large size - growth at the
@@ -25,45 +25,18 @@ turns the check off (when the estimate is wrong for a machine).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from errors import UserError
+from segkit import catalog
+from segkit.errors import UserError
 
 GB = 1e9
-MULTIPLE = 32
-# Bytes per pixel of a training step (batch * H * W) and of a forward pass (H * W), float32 on CPU,
-# measured by `python -m segkit.memory` on 2026-11-29 (TensorFlow 2.21, Keras 3, 2-core x86-64 with AVX-512;
-# batch 2 at 256x256 and 512x512 for training, batch 1 at 512x512 and 1024x1024 for inference; each model
-# at its default options, 11 classes; a repeated run differs by up to 10%). Under mixed_bfloat16
-# mobilenetv2_pix2pix took 1900 and 1000.
-TRAIN_BYTES_PER_PIXEL = {
-    "ddrnet": 600,
-    "deeplabv3plus": 1000,
-    "mobilenetv2_pix2pix": 2300,
-    "mobilenetv3_lraspp": 1350,
-    "resnet34_unet": 2000,
-    "segformer": 2800,
-    "unet_tf": 5800,
-    "vgg16_unet": 3550,
-}
-INFER_BYTES_PER_PIXEL = {
-    "ddrnet": 750,
-    "deeplabv3plus": 1000,
-    "mobilenetv2_pix2pix": 2100,
-    "mobilenetv3_lraspp": 1200,
-    "resnet34_unet": 1650,
-    "segformer": 1050,
-    "unet_tf": 1450,
-    "vgg16_unet": 2650,
-}
+MULTIPLE = catalog.MULTIPLE
 # Not measured: export.py writes .tflite files with a fixed input size, which run at that size whatever the
 # image (so the check rarely matters); a file with a dynamic size gets the largest inference figure.
-TFLITE_BYTES_PER_PIXEL = max(INFER_BYTES_PER_PIXEL.values())
+TFLITE_BYTES_PER_PIXEL = max(spec.infer_bytes_per_pixel for spec in catalog.MODELS.values())
 FIXED_BYTES = 0.5 * GB  # on top of what the process holds when it checks: the weights and optimizer, buffers
 # Around the model, per pixel of the full image: the image in float32 and its padded copy, the logits (per
 # class) and their running sum, the label map and the overlay of predict/evaluate. Worked out from the
@@ -73,10 +46,13 @@ IMAGE_BYTES_PER_PIXEL = 56
 LOGIT_BYTES_PER_PIXEL_PER_CLASS = 8
 
 
-def _kind_key(name: str, table: dict) -> int:
+def _per_pixel(name: str, slope: str) -> int:
+    """The model's `slope` ("train_bytes_per_pixel" or "infer_bytes_per_pixel") from segkit.catalog; a kind
+    ("tflite", "keras", "savedmodel") or an unknown name gets the largest of the table."""
     if name == "tflite":
         return TFLITE_BYTES_PER_PIXEL
-    return table.get(name, max(table.values()))
+    spec = catalog.MODELS.get(name)
+    return getattr(spec, slope) if spec else max(getattr(s, slope) for s in catalog.MODELS.values())
 
 
 def padded(size: int) -> int:
@@ -86,7 +62,7 @@ def padded(size: int) -> int:
 def training_bytes(model: str, batch_size: int, image_size) -> float:
     """Estimated peak bytes of training `model` on batches of `batch_size` crops of `image_size` (H, W)."""
     h, w = (padded(s) for s in image_size)
-    return FIXED_BYTES + _kind_key(model, TRAIN_BYTES_PER_PIXEL) * batch_size * h * w
+    return FIXED_BYTES + _per_pixel(model, "train_bytes_per_pixel") * batch_size * h * w
 
 
 def inference_bytes(height: int, width: int, model: str, batch: int = 1, num_classes: int = 0,
@@ -95,7 +71,7 @@ def inference_bytes(height: int, width: int, model: str, batch: int = 1, num_cla
     of height x width, plus the work around it on an image of `image_pixels` (default: the same size)."""
     pixels = batch * padded(height) * padded(width)
     around = (image_pixels or pixels) * (IMAGE_BYTES_PER_PIXEL + LOGIT_BYTES_PER_PIXEL_PER_CLASS * num_classes)
-    return FIXED_BYTES + _kind_key(model, INFER_BYTES_PER_PIXEL) * pixels + around
+    return FIXED_BYTES + _per_pixel(model, "infer_bytes_per_pixel") * pixels + around
 
 
 def _read_int(path) -> int | None:
@@ -156,7 +132,7 @@ def check_training_size(model: str, batch_size: int, image_size) -> None:
     need, available = training_bytes(model, batch_size, image_size), available_bytes()
     if need <= available:
         return
-    per_pixel = _kind_key(model, TRAIN_BYTES_PER_PIXEL)
+    per_pixel = _per_pixel(model, "train_bytes_per_pixel")
     h, w = (padded(s) for s in image_size)
     budget = SUGGESTION_SHARE * available - FIXED_BYTES
     fits = int(budget // (per_pixel * h * w))
@@ -171,7 +147,8 @@ def check_training_size(model: str, batch_size: int, image_size) -> None:
 
 
 def check_inference_size(height: int, width: int, model_name_or_kind: str, *, batch: int = 1, num_classes: int = 0,
-                         image_pixels: int = 0, what: str = "", flag: str = "--image-size") -> None:
+                         image_pixels: int = 0, what: str = "", flag: str = "--image-size",
+                         tiles: bool = True) -> None:
     """A UserError, before the work starts, when running `model_name_or_kind` (a model name such as
     "mobilenetv2_pix2pix", or a kind: "tflite", "keras", "savedmodel") on `batch` images of height x width
     would need more memory than is available.
@@ -179,7 +156,7 @@ def check_inference_size(height: int, width: int, model_name_or_kind: str, *, ba
     what: the input, for the message (e.g. "photo.jpg (6000x4000)"); flag: the option that sets the size
     the model runs at ("--image-size" for evaluate/predict, where --window tiles are suggested too;
     "--val-image-size" for validation during training). num_classes / image_pixels: the logits and image
-    kept around the model for a full image (see `inference_bytes`).
+    kept around the model for a full image (see `inference_bytes`); tiles: whether --window is on offer.
     """
     if not _enabled():
         return
@@ -187,7 +164,7 @@ def check_inference_size(height: int, width: int, model_name_or_kind: str, *, ba
     available = available_bytes()
     if need <= available:
         return
-    per_pixel = _kind_key(model_name_or_kind, INFER_BYTES_PER_PIXEL)
+    per_pixel = _per_pixel(model_name_or_kind, "infer_bytes_per_pixel")
     around = IMAGE_BYTES_PER_PIXEL + LOGIT_BYTES_PER_PIXEL_PER_CLASS * num_classes
     # The full image's arrays stay whatever size the model runs at (its logits are resized back to it).
     kept = image_pixels * around
@@ -196,7 +173,7 @@ def check_inference_size(height: int, width: int, model_name_or_kind: str, *, ba
     subject = what or f"{height}x{width}" + (f" (batch {batch})" if batch > 1 else "")
     if budget <= 0:
         advice = f"the image alone needs about {_gb(kept)} at full resolution: downscale or split it first"
-    elif flag == "--image-size":
+    elif flag == "--image-size" and tiles:
         tile = min(512, fh, fw)
         advice = (f"use --window {tile} {tile} (sliding tiles at full resolution) or --image-size {fh} {fw} "
                   "(resized)")
@@ -204,73 +181,3 @@ def check_inference_size(height: int, width: int, model_name_or_kind: str, *, ba
         advice = f"use {flag} {fh} {fw}" + (" or a smaller --batch-size" if batch > 1 else "")
     raise UserError(f"running {model_name_or_kind} on {subject} needs about {_gb(need)} (about {per_pixel} bytes "
                     f"per pixel), but {_gb(available)} of memory is available; {advice}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring the table: python -m segkit.memory [MODEL ...]
-
-_CHILD = r'''
-import json, os, resource, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-mode, name, batch, h, w = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
-import numpy as np, keras, tensorflow as tf
-import data, losses, models
-from segkit import runtime
-from segkit.config import TrainConfig
-runtime.set_precision("float32", name)
-C = 11
-x = np.random.rand(batch, h, w, 3).astype(np.float32)
-y = np.random.randint(0, C, (batch, h, w)).astype(np.int32)
-small_x, small_y = x[:, :64, :64], y[:, :64, :64]
-if name == "unet_tf":
-    model = models.build_model(name, C, encoder_weights=None)
-    loss_fn, optimizer = losses.get_loss("cce", C, ignore_index=255), keras.optimizers.Adam()
-    @tf.function(reduce_retracing=True)
-    def step(a, b):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(b, model(a, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    forward = tf.function(lambda a: model(a, training=False), reduce_retracing=True)
-else:
-    from segkit.loop_keras import build_and_compile
-    info = data.DatasetInfo("m", tuple(f"c{i}" for i in range(C)), ((0, 0, 0),) * C)
-    model = build_and_compile(TrainConfig(model=name, precision="float32"), info, 10, None)
-    step, forward = model.train_on_batch, lambda a: model(a, training=False)
-run = (lambda a, b: step(a, b)) if mode == "train" else (lambda a, b: forward(a))
-run(small_x, small_y)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-run(x, y); run(x, y)
-print(json.dumps({"growth": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
-'''
-TRAIN_SIZES, INFER_SIZES = ((2, 256), (2, 512)), ((1, 512), (1, 1024))
-
-
-def measure(model: str, mode: str) -> int:
-    """Bytes per pixel of `model` for `mode` ("train" or "infer"): the slope of the peak memory's growth
-    between the two sizes of TRAIN_SIZES / INFER_SIZES, each in a fresh process."""
-    root = Path(__file__).resolve().parents[1]
-    growth = []
-    for batch, side in (TRAIN_SIZES if mode == "train" else INFER_SIZES):
-        out = subprocess.run([sys.executable, "-c", _CHILD, mode, model, str(batch), str(side), str(side)],
-                             cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
-        if out.returncode:
-            raise RuntimeError(f"{model} {mode} at {side}: {out.stderr.strip().splitlines()[-1:]}")
-        growth.append((batch * side * side, json.loads(out.stdout.strip().splitlines()[-1])["growth"]))
-    (p1, g1), (p2, g2) = growth
-    return int(math.ceil((g2 - g1) / (p2 - p1) / 50) * 50)
-
-
-def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import models
-
-    names = (argv if argv is not None else sys.argv[1:]) or sorted(models.MODELS)
-    print(f"{'model':<22} {'train B/px':>10} {'infer B/px':>10}")
-    for name in names:
-        print(f"{name:<22} {measure(name, 'train'):>10} {measure(name, 'infer'):>10}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

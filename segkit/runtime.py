@@ -3,10 +3,12 @@
 Precision (`--precision`): "auto" resolves to a Keras dtype policy from what the machine has:
 
     GPU with compute capability >= 7.0 (float16 tensor cores)   mixed_float16
-    CPU with AVX512-BF16 or AMX-BF16 (no usable GPU)            mixed_bfloat16, except FLOAT32_ON_CPU
+    CPU with AVX512-BF16 or AMX-BF16 (no usable GPU)            mixed_bfloat16, except a model whose record
+                                                                 (segkit.catalog) says float32_on_cpu
     anything else                                                float32
 
-and float32 for unet_tf everywhere (a tf.Module: Keras' dtype policy does not reach it).
+and float32 everywhere for a model with its own loop (unet_tf, a tf.Module: Keras' dtype policy does not reach
+it). Keras' own policy names (mixed_bfloat16, mixed_float16) are accepted as well as ours.
 
 Under a mixed policy the layers compute in 16 bits and keep float32 weights; every model's last
 layer has dtype float32, so the logits, the losses and the metrics stay float32.
@@ -27,16 +29,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from errors import UserError
+from segkit import catalog
+from segkit.errors import UserError
 
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16",
+              "mixed_bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
+STRATEGIES = catalog.STRATEGIES
 MIN_FLOAT16_CAPABILITY = (7, 0)  # Volta: the first GPUs with float16 tensor cores
-# Models that train slower in mixed_bfloat16 than in float32 on an AVX512-BF16 CPU (bench/train_speed.py,
-# 224x224, batch 8): mobilenetv3_lraspp at 0.5-0.8x float32's speed. Its depthwise convs, hard-swish and
-# squeeze-excite blocks are memory-bound; the casts to and from bfloat16 cost more than the bf16 maths saves.
-FLOAT32_ON_CPU = ("mobilenetv3_lraspp",)
-POLICY_IGNORED = ("unet_tf",)
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
@@ -66,13 +65,14 @@ def gpus_with_float16() -> list:
 def resolve_precision(precision: str, model: str | None = None) -> str:
     """The Keras dtype policy for --precision and --model (see the module docstring for what auto picks)."""
     if precision == "auto":
-        if model in POLICY_IGNORED:
+        spec = catalog.MODELS.get(model)
+        if spec and spec.loop == "tf":
             return "float32"
         if gpus_with_float16():
             return "mixed_float16"
         if tf.config.list_physical_devices("GPU"):
             return "float32"  # an older GPU: float16 without tensor cores is no faster
-        return "mixed_bfloat16" if cpu_has_bf16() and model not in FLOAT32_ON_CPU else "float32"
+        return "mixed_bfloat16" if cpu_has_bf16() and not (spec and spec.float32_on_cpu) else "float32"
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
     return PRECISIONS[precision]

@@ -6,6 +6,9 @@ knows the mapped mask and the pixel count of every class by hand.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +43,7 @@ def save_gray(path: Path, values) -> Path:
 
 def save_palette(path: Path, values) -> Path:
     """A palette ('P') PNG whose pixel values are the palette indices `values`, with the VOC palette."""
-    from data.voc import voc_colormap
+    from segkit.data.voc import voc_colormap
 
     palette = [c for rgb in voc_colormap(256) for c in rgb]
     return save(path, np.asarray(values, np.uint8), "P", palette)
@@ -158,3 +161,75 @@ class Trees:
 @pytest.fixture
 def trees(tmp_path) -> Trees:
     return Trees(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Runs: a tiny model on a small generated CamVid-layout dataset, and the commands in a subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "64", "64", "--batch-size", "4",
+        "--precision", "float32", "--num-samples", "2", "--lr", "3e-3"]
+# The same settings as a config, for the library.
+TINY_CONFIG = dict(model="mobilenetv2_pix2pix", alpha=0.35, image_size=(64, 64), batch_size=4, precision="float32",
+                   num_samples=2, lr=3e-3)
+
+
+def tiny_config(data_dir, **changes):
+    from segkit.config import TrainConfig
+
+    return TrainConfig(**{"dataset": "camvid", "data_dir": str(data_dir), **TINY_CONFIG, **changes})
+
+
+def predict_paths(model, inputs, out, **options):
+    """predict.py's work through the library: every input segmented into `out`."""
+    from segkit.inference import predicting
+    from segkit.inference.predictor import load_predictor
+
+    predictor = load_predictor(model)
+    jobs = predicting.collect([str(i) for i in inputs])
+    return list(predicting.predict_jobs(predictor, jobs, out, {"tta": "none", "scales": (1.0,), **options}))
+
+
+def run_script(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_camvid_layout(root: Path, splits=(("train", 12), ("val", 4)), size=(64, 96)):
+    """Shapes scenes saved in the CamVid SegNet layout (labels 0..3 of CamVid's 11; 11 = void)."""
+    from segkit.data import shapes
+
+    for split, count in splits:
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        ds, _ = shapes.load(split=split, count=count, image_size=size, seed=3)
+        lines = []
+        for k, (image, mask) in enumerate(ds.as_numpy_iterator()):
+            mask = mask.astype(np.uint8)
+            mask[:2, :] = 11  # a void band, ignored everywhere
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(root / split / f"f{k:03d}.png")
+            Image.fromarray(mask).save(root / f"{split}annot" / f"f{k:03d}.png")
+            lines.append(f"{split}/f{k:03d}.png {split}annot/f{k:03d}.png")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def camvid_dir(tmp_path_factory):
+    return write_camvid_layout(tmp_path_factory.mktemp("data") / "camvid")
+
+
+def run_command(main, argv) -> int:
+    """A command's exit status as the console script gives it (argparse's own errors exit with 2)."""
+    from segkit import cli
+
+    try:
+        return cli.run(main, argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def run_verify(argv) -> int:
+    from segkit.cli import verify
+
+    return run_command(verify.main, argv)

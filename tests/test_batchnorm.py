@@ -1,4 +1,4 @@
-"""segkit.batchnorm: Keras' BatchNormalization trained through TensorFlow's fused kernel computes what
+"""segkit.training.batchnorm: Keras' BatchNormalization trained through TensorFlow's fused kernel computes what
 Keras' own code computes (outputs, gradients, moving statistics), in float32 and mixed bfloat16, and
 leaves everything else (inference, masks, frozen layers, saved files) to Keras."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segkit import batchnorm
+from segkit.training import batchnorm
 
 
 @pytest.fixture

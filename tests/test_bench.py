@@ -8,7 +8,7 @@ import numpy as np
 
 from bench.flops import forward_flops, model_flops
 from bench.stride_ceiling import stride_ceiling, stride_prediction
-from tests.test_scripts import run_script
+from tests.conftest import run_script
 
 
 def test_forward_flops_by_hand():

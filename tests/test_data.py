@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import data
-from data import camvid, cityscapes, folder, pets, stanford, verify, voc
-from data.common import IGNORE, explain_data_error
-from data.pipeline import augment, prepare
-from errors import UserError
-from tests.conftest import H, W, bands, noise_image, save, save_gray, save_palette, save_regions
+from segkit import data
+from segkit.data import camvid, cityscapes, folder, pets, stanford, voc
+from segkit.data.common import IGNORE, explain_data_error
+from segkit.data.pipeline import augment, prepare
+from segkit.errors import UserError
+from tests.conftest import H, W, bands, noise_image, run_verify, save, save_gray, save_palette, save_regions
 
 BAND = H * (W // 4)  # pixels in one band
 
@@ -443,7 +443,7 @@ def test_augment_keeps_image_and_mask_aligned():
 def test_strong_augment_changes_only_the_colours():
     """--augment strong: the same crop, scale and flip as standard (same mask), values in [0, 1], the same image
     for the same seed, and on average further from the unjittered crop than standard."""
-    from data.pipeline import gaussian_blur
+    from segkit.data.pipeline import gaussian_blur
 
     image, mask = colour_coded_pair()
     change = {"standard": [], "strong": []}
@@ -566,7 +566,7 @@ def test_camvid_colour_unknown_colour_is_named(trees):
 
 def test_verify_clean_tree_counts_pixels(trees, capsys):
     root = trees.camvid_segnet()
-    assert verify.main(["--dataset", "camvid", "--data-dir", str(root), "--split", "train"]) == 0
+    assert run_verify(["--dataset", "camvid", "--data-dir", str(root), "--split", "train"]) == 0
     out = capsys.readouterr().out
     assert "camvid train: 2 images" in out and "no problems" in out
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[2:13]}
@@ -585,7 +585,7 @@ def test_verify_reports_every_bad_file(trees, capsys):
     corrupt, mismatched = root / "test" / "d.png", root / "testannot" / "f.png"
     corrupt.write_bytes(b"\x89PNG broken")
     save_gray(mismatched, bands([0, 1, 2, 3], height=H - 4))
-    assert verify.main(["--dataset", "camvid", "--data-dir", str(root)]) == 1
+    assert run_verify(["--dataset", "camvid", "--data-dir", str(root)]) == 1
     out = capsys.readouterr().out
     assert "camvid train: 2 images" in out and "camvid val: 1 images" in out and "camvid test: 3 images" in out
     problems = [line for line in out.splitlines() if line.strip().startswith("problem:")]
@@ -599,20 +599,20 @@ def test_verify_reports_every_bad_file(trees, capsys):
 
 def test_verify_options_and_usage_errors(trees, capsys):
     root = trees.folder_remap()
-    assert verify.main(["--dataset", "folder", "--data-dir", str(root), "--option", "remap=true"]) == 0
+    assert run_verify(["--dataset", "folder", "--data-dir", str(root), "--data-option", "remap=true"]) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:2] == ["cat", str(4 * BAND)] for line in out.splitlines())  # 2 bands x 2 masks
-    assert verify.main(["--dataset", "folder", "--data-dir", str(root), "--split", "bogus"]) == 2
+    assert run_verify(["--dataset", "folder", "--data-dir", str(root), "--split", "bogus"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: folder: no split 'bogus'") and "Traceback" not in err
-    assert verify.main(["--dataset", "folder", "--data-dir", str(root), "--option", "aug=true"]) == 2
+    assert run_verify(["--dataset", "folder", "--data-dir", str(root), "--data-option", "aug=true"]) == 2
     assert "unknown data option 'aug'" in capsys.readouterr().err
-    assert verify.main(["--dataset", "kitti"]) == 2
-    assert "unknown dataset 'kitti'" in capsys.readouterr().err
+    assert run_verify(["--dataset", "kitti"]) == 2
+    assert "invalid choice: 'kitti'" in capsys.readouterr().err
 
 
 def test_evenly_spaced_indices():
-    from data.common import evenly_spaced
+    from segkit.data.common import evenly_spaced
 
     assert evenly_spaced(101, 4) == {0, 33, 67, 100}
     assert evenly_spaced(3, 5) == {0, 1, 2}
@@ -624,7 +624,7 @@ def test_training_stream_starts_anywhere():
     shuffled differently, and the global TensorFlow seed plays no part."""
     import keras
 
-    from data.pipeline import training_stream
+    from segkit.data.pipeline import training_stream
 
     rng = np.random.default_rng(0)
     ds = tf.data.Dataset.from_tensor_slices((rng.random((10, 8, 8, 3), dtype=np.float32),

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-import data
-from segkit import splits
+from segkit import data
+from segkit.training import splits
 from segkit.config import TrainConfig
-from data.common import shard_files
+from segkit.data.common import shard_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240  # seconds for both workers together; a hung collective must fail the test, not stall it
@@ -156,7 +156,7 @@ def test_other_worker_writes_nothing(two_worker_run):
     assert files_under(tmp / "tmp1") == set()
 
 
-@pytest.mark.slow  # a second two-worker run: about as long again as the first
+# A second two-worker run: about as long again as the first.
 def test_resume_on_both_workers(two_worker_run):
     tmp, run_dir, _ = two_worker_run
     results = run_workers(["--resume", "--epochs", "2", "--run-dir", str(run_dir)], tmp)
@@ -168,9 +168,9 @@ def test_resume_on_both_workers(two_worker_run):
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["epoch_002.keras"]
 
 
-@pytest.mark.slow  # a third two-worker run
+# A third two-worker run.
 def test_two_workers_read_their_own_files(tmp_path):
-    from tests.test_scripts import write_camvid_layout
+    from tests.conftest import write_camvid_layout
 
     camvid = write_camvid_layout(tmp_path / "camvid", splits=(("train", 8), ("val", 3)))
     args = [*TINY, "--dataset", "camvid", "--data-dir", str(camvid), "--epochs", "1",

@@ -1,4 +1,4 @@
-"""segkit.export: SavedModel and TFLite (float32, fp16, int8) exports of a small trained run, checked against
+"""segkit.exporters: SavedModel and TFLite (float32, fp16, int8) exports of a small trained run, checked against
 the Keras model; every registry model converts; a failed check or bad input leaves nothing behind."""
 
 import json
@@ -13,15 +13,16 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import models
+from segkit import models, sidecar
 from bench import latency
-from errors import UserError
-from segkit import export, inference, scoring
-from segkit import tflite_runtime as tflite_infer
-from segkit.export import check, source, tflite
-from segkit.loading import SIDECAR
-from segkit.trainer import train
-from tests.test_scripts import predict_paths, run_script, tiny_config, write_camvid_layout
+from segkit.errors import UserError
+from segkit import exporters as export
+from segkit.inference import predictor as inference, scoring
+from segkit.inference import tflite_runtime as tflite_infer
+from segkit.exporters import check, source, tflite
+from segkit.inference.loading import SIDECAR
+from segkit.training.trainer import train
+from tests.conftest import predict_paths, run_script, tiny_config, write_camvid_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 96)  # the generated images' size: the TFLite files see them unresized
@@ -86,7 +87,7 @@ def test_sidecars_carry_the_classes(run, exports):
 
 
 def test_tflite_at_any_size_pads_inside_like_keras(run, keras_logits, tmp_path):
-    # Exported at 50x70 (not multiples of 32) the file pads and crops inside its graph, as segkit.inference
+    # Exported at 50x70 (not multiples of 32) the file pads and crops inside its graph, as segkit.inference.predictor
     # does for the Keras model, so a 50x70 frame gets the Keras logits with no resizing. Its input is uint8
     # pixels (raw values, no quantization scale), which MediaPipe feeds without normalization metadata.
     export.export_model(run, "tflite", tmp_path / "m.tflite", image_size=(50, 70))
@@ -219,15 +220,17 @@ def test_every_model_converts(name, options, tmp_path):
 def test_failed_check_writes_nothing(run, exports, tmp_path, monkeypatch):
     out = tmp_path / "model.tflite"
     previous = exports["none"].read_bytes()
-    out.write_bytes(previous)  # an earlier export at the same place survives a failed one
+    with sidecar.write_pair(out) as pair:  # an earlier export at the same place survives a failed one
+        pair.tmp.write_bytes(previous)
+        pair.payload = sidecar.read(exports["none"])
     # A broken conversion: asked for float32, the converter hands back the int8 file (logits off by ~0.5).
     monkeypatch.setattr(export, "tflite_bytes", lambda *args, **kwargs: exports["int8"].read_bytes())
     with pytest.raises(UserError) as caught:
         export.export_model(run, "tflite", out, image_size=SIZE)
     err = str(caught.value).splitlines()
     assert len(err) == 1 and "disagrees" in err[0], err
-    assert out.read_bytes() == previous
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    assert out.read_bytes() == previous and sidecar.read(out)["export"]["quantize"] == "none"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.tflite"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -257,7 +260,7 @@ def test_bad_input_is_one_line(run, tmp_path, args, message):
 def test_export_script_one_line(run, tmp_path):
     """The script itself: one 'error:' line and exit status 2 for a bad flag, the check line when it works."""
     bad = run_script("export.py", "--model", str(run), "--format", "coreml", "--out", str(tmp_path / "x.onnx"))
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --format must be one of")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: argument --format: invalid choice")
     good = run_script("export.py", "--model", str(run), "--format", "keras", "--out", str(tmp_path / "m.keras"))
     assert good.returncode == 0, good.stderr[-1500:]
     assert "mask agreement 1.0000" in good.stdout and f"wrote {tmp_path / 'm.keras'}" in good.stdout
@@ -272,15 +275,15 @@ def test_keras_format_for_shipping(run, tmp_path):
     shipped = keras.saving.load_model(out)  # plain load: no custom_objects
     assert getattr(shipped, "optimizer", None) is None and not shipped.compiled
     assert out.stat().st_size < 0.5 * next((run / "checkpoints").glob("epoch_*.keras")).stat().st_size
-    assert json.loads(out.with_suffix(".json").read_text())["dataset_info"]["class_names"][0] == "Sky"
+    assert sidecar.read(out)["dataset_info"]["class_names"][0] == "Sky"
     assert miou(out) == pytest.approx(miou(run), abs=1e-6)
     # a shipped file names its recipe, not the folders of the machine it was trained on
     shipped_out = tmp_path / "ship" / "shipped.keras"
     export.export_model(run, "keras", shipped_out, recipe="tests: tiny_config, 2 epochs")
-    sidecar = json.loads(shipped_out.with_suffix(".json").read_text())
-    assert sidecar["recipe"] == "tests: tiny_config, 2 epochs"
-    assert sidecar["config"]["run_dir"] == run.name and sidecar["export"]["source"] == run.name
-    assert str(tmp_path) not in json.dumps(sidecar) and str(run.parent) not in json.dumps(sidecar)
+    entry = sidecar.read(shipped_out)
+    assert entry["recipe"] == "tests: tiny_config, 2 epochs"
+    assert entry["config"]["run_dir"] == run.name and entry["export"]["source"] == run.name
+    assert str(tmp_path) not in json.dumps(entry) and str(run.parent) not in json.dumps(entry)
     assert miou(shipped_out) == pytest.approx(miou(run), abs=1e-6)
     for kwargs, message in (({"quantize": "int8"}, "apply to --format tflite only"),
                             ({"out": tmp_path / "x.tflite"}, "must be a .keras file")):
@@ -327,7 +330,7 @@ def test_tflite_metadata_carries_labels(run, exports):
     loads in both interpreters; dynamic-range files have int8 weights and float activations."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from segkit.export.metadata import read_labels
+    from segkit.exporters.metadata import read_labels
 
     classes = json.loads((run / "config.json").read_text())["dataset_info"]["class_names"]
     for key in ("none", "fp16", "dynamic", "int8"):
@@ -358,7 +361,7 @@ def test_mediapipe_agrees_with_predict(run, exports, tmp_path):
     """MediaPipe's ImageSegmenter runs our float and int8 files as they are (no glue, no normalization
     metadata), reads the class names from them, and its category mask agrees with predict.py's labels:
     at the file's own size and for frames it must resize (the shipped 360x480 file on 180x240 frames)."""
-    frames = sorted((ROOT / "data" / "sample" / "camvid" / "val").glob("*.jpg"))[:2]
+    frames = sorted((ROOT / "segkit" / "data" / "sample" / "camvid" / "val").glob("*.jpg"))[:2]
     own = []
     for k in range(2):  # frames of the exported size, from the run's own validation split
         image = np.random.default_rng(20 + k).integers(0, 256, (*SIZE, 3), dtype=np.uint8)

@@ -1,10 +1,10 @@
-"""segkit.inference's MediaPipe-style input resizing: hand-worked values, and the separable integer form
+"""segkit.inference.predictor's MediaPipe-style input resizing: hand-worked values, and the separable integer form
 equal bit for bit to the 2-D fixed-point formula it replaced (the one measured against MediaPipe 1.2.3)."""
 
 import numpy as np
 import pytest
 
-from segkit.inference import resize_image_like_mediapipe
+from segkit.inference.predictor import resize_image_like_mediapipe
 
 
 def two_d_reference(pixels: np.ndarray, size) -> np.ndarray:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import requests
 
-import models
-from errors import UserError
-from models import build_model, deeplabv3plus, segformer
-from models.weights import copy_weights_in_order
+from segkit import models
+from segkit.errors import UserError
+from segkit.models import build_model, deeplabv3plus, segformer
+from segkit.models.weights import copy_weights_in_order
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_HANDLE = "kaggle://keras/mit/keras/mit_b0_ade20k_512/4"
@@ -138,7 +138,7 @@ for name in ("segformer", "deeplabv3plus"):
         raise SystemExit("loaded without import models")
     except TypeError as error:
         assert "segkit>" in str(error), error
-import models
+from segkit import models
 images = np.load("images.npy")
 for name in ("segformer", "deeplabv3plus"):
     model = keras.saving.load_model(name + ".keras")

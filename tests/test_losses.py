@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
-from errors import UserError
+from segkit import losses
+from segkit.errors import UserError
 
 MULTI = ["cce", "dice", "tversky", "focal_tversky", "tversky_cce", "dice_cce"]
 BINARY = ["bce", "bce_dice"]

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-import losses
-import metrics
-from errors import UserError
+from segkit import losses
+from segkit import metrics
+from segkit.errors import UserError
 
 nan = math.nan
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import camvid
-from segkit import scoring
-from tests.test_scripts import run_script
+from segkit.data import camvid
+from segkit.inference import scoring
+from tests.conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "pretrained"
-SAMPLE = ROOT / "data" / "sample" / "camvid"
+SAMPLE = ROOT / "segkit" / "data" / "sample" / "camvid"
 # Measured on the 32 sample val frames (180x240 JPEG), which the shipped network trained on (train+val), so
 # these are not held-out figures: camvid.keras 0.725 at their own size, the int8 file 0.848 at its 360x480
 # (the frames upsampled 2x, the scale it trained at). Floors sit 4 points lower.

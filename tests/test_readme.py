@@ -1,27 +1,29 @@
-"""The README's promises, checked: every command in it names flags its script has, the cheap ones run as
-written on a fresh clone, and `.keras` files reload in a fresh interpreter the way its Models section says."""
+"""The README's and docs' promises, checked: every command in them names flags its command has, the cheap ones
+run as written on a fresh clone, the Python they show names what the package has, and every docs link
+resolves."""
 
+import ast
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-import models
-
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Commands the test runs as written (their --out goes to a temporary folder): cheap, and on shipped files only.
-RUNNABLE_SCRIPTS = ("predict.py", "evaluate.py", "-m data.verify")
+RUNNABLE = ("predict.py", "evaluate.py", "segkit verify")
 
 
-def readme_commands() -> list:
-    """Every `python ...` command in the README's bash blocks, continuation lines joined, shell variables
-    defined in the same block expanded, trailing comments dropped."""
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+def code_blocks(page: Path, language: str) -> list:
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.S)
+
+
+def commands(page: Path) -> list:
+    """Every `python ...` or `segkit ...` command in the page's bash blocks, continuation lines joined, shell
+    variables defined in the same block expanded, trailing comments dropped."""
+    found = []
+    for block in code_blocks(page, "bash"):
         variables = {}
         for line in block.replace("\\\n", " ").splitlines():
             line = re.split(r"\s+#", line)[0].strip()
@@ -32,95 +34,94 @@ def readme_commands() -> list:
             for name, value in variables.items():
                 line = line.replace(f"${name}", value)
             line = re.sub(r"^(\w+='[^']*'\s+)+", "", line)  # environment settings before the command
-            if line.startswith("python "):
-                commands.append(line)
-    return commands
+            if line.startswith(("python ", "segkit ")):
+                found.append(line)
+    return found
 
 
-def script_of(command: str) -> str:
+def all_commands() -> list:
+    return [c for page in PAGES for c in commands(page)]
+
+
+def program(command: str) -> str:
+    """What a command runs: 'train.py', '-m bench.latency' or 'segkit train'."""
     words = command.split()
+    if words[0] == "segkit":
+        return f"segkit {words[1]}"
     return f"-m {words[2]}" if words[1] == "-m" else words[1]
 
 
-def help_text(script: str) -> str:
-    result = subprocess.run([sys.executable, *script.split(), "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, (script, result.stderr[-1500:])
+def argv(prog: str) -> list:
+    if prog.startswith("segkit "):
+        return [sys.executable, "-m", "segkit.cli.main", prog.split()[1]]
+    return [sys.executable, *prog.split()]
+
+
+def help_text(prog: str) -> str:
+    result = subprocess.run([*argv(prog), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (prog, result.stderr[-1500:])
     return result.stdout
 
 
-def test_readme_commands_name_real_flags():
-    commands = readme_commands()
-    assert len(commands) >= 20
+def test_every_command_names_real_flags():
+    found = all_commands()
+    assert len(found) >= 30
     helps = {}
-    for command in commands:
-        script = script_of(command)
-        if script not in helps:
-            helps[script] = help_text(script)
+    for command in found:
+        prog = program(command)
+        if prog not in helps:
+            helps[prog] = help_text(prog)
         for flag in re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", command):
-            assert re.search(rf"{re.escape(flag)}\b", helps[script]), f"{flag} is not a flag of {script}: {command}"
+            assert re.search(rf"{re.escape(flag)}\b", helps[prog]), f"{flag} is not a flag of {prog}: {command}"
 
 
 def runnable(command: str) -> bool:
     """A command on shipped files only: no placeholders (DIR, RUN, ~, $), and every path it reads exists."""
     words = shlex.split(command)
-    if script_of(command) not in RUNNABLE_SCRIPTS or any(re.fullmatch(r"[A-Z_]+|.*[~$].*|.*\.\..*", w) for w in words):
+    if program(command) not in RUNNABLE or any(re.fullmatch(r"[A-Z_]+|.*[~$].*|.*\.\..*", w) for w in words):
         return False
     reads = [w for k, w in enumerate(words[2:], 2) if not w.startswith("-") and words[k - 1] != "--out"
              and ("/" in w or re.search(r"\.(keras|tflite|onnx|png|jpg|mp4)$", w))]
     return all((ROOT / w).exists() for w in reads)
 
 
-def test_cheap_readme_commands_run_as_written(tmp_path):
-    commands = [c for c in readme_commands() if runnable(c)]
-    assert {script_of(c) for c in commands} == set(RUNNABLE_SCRIPTS), commands
-    for command in commands:
+def test_cheap_commands_run_as_written(tmp_path):
+    cheap = [c for c in all_commands() if runnable(c)]
+    assert {program(c) for c in cheap} == set(RUNNABLE), cheap
+    for command in cheap:
         words = shlex.split(command)
         if "--out" in words:
             words[words.index("--out") + 1] = str(tmp_path / "out")
-        result = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        prog = program(command)
+        result = subprocess.run([*argv(prog), *words[len(prog.split()) + (words[0] == "python"):]], cwd=ROOT,
+                                capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, (command, result.stderr[-1500:])
 
 
-RELOAD = """
-import sys
-import numpy as np
-import keras
-folder, importing = sys.argv[1], sys.argv[2]
-if importing == "models":
-    sys.path.insert(0, sys.argv[3])
-    import models  # noqa: F401
-x = np.random.default_rng(0).random((1, 64, 96, 3), dtype=np.float32)
-for name in sys.argv[4:]:
-    try:
-        np.save(f"{folder}/{name}.out.npy", np.asarray(keras.saving.load_model(f"{folder}/{name}.keras")(x)))
-        print(name, "loaded")
-    except Exception as error:
-        print(name, "failed:", str(error).replace(chr(10), " "))
-"""
-PLAIN = {"mobilenetv2_pix2pix": {"alpha": 0.35}}  # Keras' own layers only
-NEED_IMPORT = {"ddrnet": {}, "mobilenetv3_lraspp": {"variant": "small"}}  # our ResizeLike / BilinearUpsample
+def test_python_examples_name_what_the_package_has():
+    """In the README's and docs' Python blocks, every `segkit.X` exists and every keyword given to
+    segkit.TrainConfig is one of its fields."""
+    import dataclasses
+
+    import segkit
+
+    fields = {f.name for f in dataclasses.fields(segkit.TrainConfig)}
+    blocks = [block for page in PAGES for block in code_blocks(page, "python")]
+    assert any("segkit.train(" in b for b in blocks)
+    for block in blocks:
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "segkit":
+                assert hasattr(segkit, node.attr), f"segkit.{node.attr} in {block[:80]!r}"
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "TrainConfig":
+                assert {k.arg for k in node.keywords} <= fields, ast.unparse(node)
 
 
-def test_keras_files_reload_as_the_readme_says(tmp_path):
-    """In a fresh interpreter that imports nothing of ours, a model of Keras' own layers reloads with plain
-    load_model; the others name the missing class, and reload after `import models` alone."""
-    x = np.random.default_rng(0).random((1, 64, 96, 3), dtype=np.float32)
-    expected = {}
-    for name, options in {**PLAIN, **NEED_IMPORT}.items():
-        model = models.build_model(name, 3, **options)
-        model.save(tmp_path / f"{name}.keras")
-        expected[name] = np.asarray(model(x))
+def test_links_between_pages_resolve():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#]+)\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name} links to {target}"
 
-    def reload(importing, names):
-        result = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path), importing, str(ROOT), *names],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-1500:]
-        return dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
 
-    bare = reload("nothing", [*PLAIN, *NEED_IMPORT])
-    assert all(bare[name] == "loaded" for name in PLAIN), bare
-    assert all(re.search(r"failed:.*(ResizeLike|BilinearUpsample)", bare[name]) for name in NEED_IMPORT), bare
-    assert all(status == "loaded" for status in reload("models", list(NEED_IMPORT)).values())
-    for name in expected:
-        np.testing.assert_allclose(np.load(tmp_path / f"{name}.out.npy"), expected[name], atol=1e-5)
+def test_readme_is_a_front_door():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from segkit import runtime
-from errors import UserError
+from segkit.errors import UserError
 
 AMD_ZEN4_FLAGS = "fpu sse2 avx2 avx512f avx512bw avx512vl avx512_bf16 avx512_vnni"
 SKYLAKE_FLAGS = "fpu sse2 avx2 avx512f avx512bw avx512vl avx512_vnni"
@@ -87,14 +87,15 @@ def test_auto_precision_per_model(machine):
 
 
 @pytest.mark.parametrize("precision, policy", [
-    ("float32", "float32"), ("bfloat16", "mixed_bfloat16"), ("float16", "mixed_float16")])
+    ("float32", "float32"), ("bfloat16", "mixed_bfloat16"), ("float16", "mixed_float16"),
+    ("mixed_bfloat16", "mixed_bfloat16"), ("mixed_float16", "mixed_float16")])  # Keras' own names too
 def test_explicit_precision_ignores_the_hardware(machine, precision, policy):
     machine(gpus=[(8, 0)], cpu_flags=AMD_ZEN4_FLAGS)
     assert runtime.resolve_precision(precision) == policy
 
 
 def test_unknown_precision_names_the_choices():
-    with pytest.raises(UserError, match=r"--precision must be one of auto, float32, bfloat16, float16; got 'fp8'"):
+    with pytest.raises(UserError, match=r"--precision must be one of auto, float32, bfloat16, float16, mixed_bfloat16, mixed_float16; got 'fp8'"):
         runtime.resolve_precision("fp8")
 
 

@@ -1,5 +1,5 @@
 """Training, evaluation and prediction end to end on a small generated CamVid-layout dataset: through the
-library (segkit.trainer, segkit.scoring, segkit.predicting) and, where the command line itself is the
+library (segkit.training.trainer, segkit.inference.scoring, segkit.inference.predicting) and, where the command line itself is the
 subject (exit codes, one-line errors, SIGKILL and --resume), through the scripts in a subprocess."""
 
 import csv
@@ -16,56 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import shapes
-from errors import UserError
-from segkit import predicting, run_folder, scoring, trainer
+from segkit.data import shapes
+from segkit.errors import UserError
+from segkit.inference import predicting, scoring
+from segkit.training import recorder as recording, run_folder, trainer
 from segkit.config import TrainConfig
-from segkit.inference import load_predictor
+from segkit.inference.predictor import load_predictor
+from tests.conftest import ROOT, TINY, predict_paths, run_script, tiny_config, write_camvid_layout  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "64", "64", "--batch-size", "4",
-        "--precision", "float32", "--num-samples", "2", "--lr", "3e-3"]
-# The same settings as a config, for the library.
-TINY_CONFIG = dict(model="mobilenetv2_pix2pix", alpha=0.35, image_size=(64, 64), batch_size=4, precision="float32",
-                   num_samples=2, lr=3e-3)
-
-
-def tiny_config(data_dir, **changes) -> TrainConfig:
-    return TrainConfig(**{"dataset": "camvid", "data_dir": str(data_dir), **TINY_CONFIG, **changes})
-
-
-def predict_paths(model, inputs, out, **options):
-    """predict.py's work through the library: every input segmented into `out`."""
-    predictor = load_predictor(model)
-    jobs = predicting.collect([str(i) for i in inputs])
-    return list(predicting.predict_jobs(predictor, jobs, out, {"tta": "none", "scales": (1.0,), **options}))
-
-
-def run_script(*args, timeout=300):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def write_camvid_layout(root: Path, splits=(("train", 12), ("val", 4)), size=(64, 96)):
-    """Shapes scenes saved in the CamVid SegNet layout (labels 0..3 of CamVid's 11; 11 = void)."""
-    for split, count in splits:
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        ds, _ = shapes.load(split=split, count=count, image_size=size, seed=3)
-        lines = []
-        for k, (image, mask) in enumerate(ds.as_numpy_iterator()):
-            mask = mask.astype(np.uint8)
-            mask[:2, :] = 11  # a void band, ignored everywhere
-            Image.fromarray((image * 255).round().astype(np.uint8)).save(root / split / f"f{k:03d}.png")
-            Image.fromarray(mask).save(root / f"{split}annot" / f"f{k:03d}.png")
-            lines.append(f"{split}/f{k:03d}.png {split}annot/f{k:03d}.png")
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def camvid_dir(tmp_path_factory):
-    return write_camvid_layout(tmp_path_factory.mktemp("data") / "camvid")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +167,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     from types import SimpleNamespace
 
     splits = SimpleNamespace(info=None, sample_images=None, sample_masks=None, steps=3, global_batch=2)
-    recorder = run_folder.RunRecorder(run_folder.Run(tmp_path), TrainConfig(), splits, FakeSaver())
+    recorder = recording.RunRecorder(run_folder.Run(tmp_path), TrainConfig(), splits, FakeSaver())
     recorder.epoch_begin()
     for batch in range(3):
         assert recorder.batch_end(batch, 1.0)
@@ -233,8 +191,8 @@ def test_nonfinite_loss_end_to_end(camvid_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train.py", "--dataset", "camvid", "--data-dir", "/nonexistent/camvid"], "does not exist"),
-    (["train.py", "--dataset", "nope"], "unknown dataset 'nope'"),
-    (["train.py", "--model", "nope", "--epochs", "1"], "unknown model 'nope'"),
+    (["train.py", "--dataset", "nope"], "argument --dataset: invalid choice: 'nope'"),
+    (["train.py", "--model", "nope", "--epochs", "1"], "argument --model: invalid choice: 'nope'"),
     (["train.py", "--image-size", "100", "100"], "multiples of 32"),
     (["evaluate.py", "--model", "/nonexistent/model.keras"], "does not exist"),
     (["predict.py", "--model", "/nonexistent", "x.png"], "does not exist"),
@@ -299,8 +257,8 @@ def test_init_from_copies_weights_and_checks_fit(trained_run, camvid_dir, tmp_pa
     at the source's level after an epoch at a tiny learning rate, and one clear line when they do not fit."""
     import keras
 
-    from data import camvid
-    from segkit.loop_keras import build_and_compile
+    from segkit.data import camvid
+    from segkit.training.loop_keras import build_and_compile
 
     source = keras.saving.load_model(trained_run / "model.keras", compile=False)
     _, info = camvid.load(str(camvid_dir), "train")
@@ -366,16 +324,16 @@ def test_resume_gives_the_history_of_an_unbroken_run(camvid_dir, tmp_path, monke
     config = dict(epochs=3, steps_per_epoch=5, num_samples=0)
     unbroken = trainer.train(tiny_config(camvid_dir, **config, run_dir=str(tmp_path / "unbroken")))
 
-    real_epoch_end = run_folder.RunRecorder.epoch_end
+    real_epoch_end = recording.RunRecorder.epoch_end
 
     def stop_after_first(self, epoch, logs, lr):
         real_epoch_end(self, epoch, logs, lr)
         self.stop = True  # as if the process had ended here
 
-    monkeypatch.setattr(run_folder.RunRecorder, "epoch_end", stop_after_first)
+    monkeypatch.setattr(recording.RunRecorder, "epoch_end", stop_after_first)
     broken = tmp_path / "broken"
     assert trainer.train(tiny_config(camvid_dir, **config, run_dir=str(broken))).epochs == 1
-    monkeypatch.setattr(run_folder.RunRecorder, "epoch_end", real_epoch_end)
+    monkeypatch.setattr(recording.RunRecorder, "epoch_end", real_epoch_end)
     assert trainer.resume(broken).epochs == 3
     expected, got = history(unbroken.run_dir), history(broken)
     assert len(got) == 3
@@ -387,7 +345,7 @@ def test_resume_gives_the_history_of_an_unbroken_run(camvid_dir, tmp_path, monke
 def test_extending_a_finished_run_rebuilds_the_schedule(camvid_dir, tmp_path):
     """--resume --epochs N past the end: from the next epoch on, the learning rates of an N-epoch plan (not the
     old plan's last rate, which is 0 for poly)."""
-    from segkit.schedule import learning_rate, rate_at
+    from segkit.training.schedule import learning_rate, rate_at
 
     config = dict(steps_per_epoch=3, num_samples=0, lr_schedule="poly")
     short = trainer.train(tiny_config(camvid_dir, epochs=2, run_dir=str(tmp_path / "short"), **config))
@@ -456,7 +414,7 @@ def test_data_option_reaches_the_loader(camvid_dir, trained_run):
     """--data-option goes to the dataset's loader in training, evaluation and export read the run's options
     back (given ones override them), and an option the loader does not take is refused by name."""
     from segkit.config import run_loader_options
-    from segkit.splits import make_splits
+    from segkit.training.splits import make_splits
 
     splits = make_splits(tiny_config(camvid_dir, data_options={"cache": False}, num_samples=0), replicas=1)
     assert splits.num_train == 12

@@ -1,0 +1,261 @@
+"""Exporting a trained model for serving (SavedModel), for mobile (TFLite), for ONNX runtimes or for
+shipping (.keras), checked against the source: the API behind export.py.
+
+    result = export.export_model("runs/RUN", "tflite", "exported/model.tflite", quantize="int8",
+                                 image_size=(192, 256))
+    print(result.parity.agreement, result.size_bytes)
+
+By job: segkit.exporters.source (what is exported, in float32), .savedmodel (the serving signature),
+.tflite (conversion and int8 calibration), .metadata (class names inside a .tflite file, for
+MediaPipe), .onnx, .check (parity against the source, tolerances). The file
+is written under a temporary name, loaded back the way evaluate.py loads it, checked, and only then
+renamed into place with its sidecar (its entry in `<stem>.json`, keyed by the file's hash, see
+segkit.sidecar; `segkit.json` inside a SavedModel folder) holding the classes, the run's config and the
+check's figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from segkit import catalog, data, fileio, memory, sidecar
+from segkit.errors import UserError
+from segkit.config import run_loader_options
+from segkit.exporters.check import Parity, check_images, compare, require
+from segkit.exporters import web
+from segkit.exporters.metadata import add_segmenter_metadata, read_labels
+from segkit.exporters.onnx import write_onnx
+from segkit.exporters.savedmodel import write_savedmodel
+from segkit.exporters.source import Source, load_source
+from segkit.exporters.tflite import calibration_images, tflite_bytes
+from segkit.inference.predictor import load_predictor
+from segkit.inference.loading import SIDECAR
+
+FORMATS = catalog.EXPORT_FORMATS
+QUANTIZE = catalog.QUANTIZE
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".keras"}
+
+
+@dataclasses.dataclass
+class ExportResult:
+    out: Path
+    size_bytes: int
+    parity: Parity
+    checked_on: str  # e.g. "4 camvid validation images at 192x256"
+    note: str = ""  # e.g. the precision change
+
+
+def check_request(fmt, out, quantize="none", image_size=None, calibration_images=64, check_count=4) -> None:
+    """Refuse an impossible request before loading anything (format, quantization, output name, sizes)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if quantize not in QUANTIZE:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
+    out = Path(out)
+    fileio.check_writable(out, "--out", kind="folder" if fmt == "savedmodel" else "file")
+    if fmt == "savedmodel":
+        if quantize != "none":
+            raise UserError(f"--quantize {quantize} applies to --format tflite only")
+        if image_size:
+            raise UserError("--image-size applies to --format tflite only (the SavedModel takes any size)")
+        if out.exists() and not (out / "saved_model.pb").is_file():
+            raise UserError(f"--out {str(out)!r} exists and is not a SavedModel; choose a new folder")
+    elif fmt in ("keras", "onnx"):
+        if quantize != "none" or image_size:
+            raise UserError("--quantize and --image-size apply to --format tflite only")
+        if out.suffix != SUFFIXES[fmt]:
+            raise UserError(f"--out must be a {SUFFIXES[fmt]} file for --format {fmt}, got {str(out)!r}")
+    else:
+        if out.suffix != ".tflite":
+            raise UserError(f"--out must be a .tflite file for --format tflite, got {str(out)!r}")
+        if out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; give a .tflite file name")
+    if image_size and (len(image_size) != 2 or any(s <= 0 for s in image_size)):
+        raise UserError(f"--image-size must be two positive sizes, got {list(image_size)}")
+    for flag, value in (("--calibration-images", calibration_images), ("--check-images", check_count)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+
+
+PATH_FIELDS = ("run_dir", "init_from")  # config fields that name folders of the machine a model was trained on
+
+
+def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=None) -> dict:
+    """The sidecar's content. With `recipe` (for a file that is shipped to others) the sidecar names the
+    recipe, and the training machine's paths (run folder, --init-from, the exported source) keep only their
+    last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet"."""
+    info = source.info or {}
+    config = dict(info.get("config", {}))
+    source_name = str(source.path)
+    if recipe:
+        for field in PATH_FIELDS:
+            if config.get(field):
+                config[field] = Path(config[field]).name
+        source_name = source.path.name if source.path.name != "model.keras" else source.path.parent.name
+    payload = {"config": config,
+               "export": {"source": source_name, "format": fmt, "quantize": quantize,
+                          "image_size": list(size) if size else None, **parity.as_dict()}}
+    if recipe:
+        payload["recipe"] = recipe
+    if "class_names" in info:
+        payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
+    return payload
+
+
+def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) -> None:
+    if fmt == "savedmodel":
+        write_savedmodel(source, tmp)
+    elif fmt == "keras":
+        source.model.save(tmp)  # float32 and uncompiled: no optimizer state
+    elif fmt == "onnx":
+        write_onnx(source, tmp)
+    else:
+        calibration = calibration_images(train_ds, size, calibration_count) if quantize == "int8" else None
+        names = (source.info or {}).get("class_names")
+        payload = tflite_bytes(source, size, quantize, calibration)
+        if names:  # labels and the output's activation inside the file (MediaPipe's ImageSegmenter reads them)
+            payload = add_segmenter_metadata(payload, names, name=source.path.stem, image_size=size,
+                                             description="Semantic segmentation: uint8 RGB pixels in, per-class "
+                                                         "logits out (softmax gives probabilities).")
+        tmp.write_bytes(payload)
+
+
+def _ours(out: Path, fmt: str) -> bool:
+    """Whether `out`, which exists, is an earlier export of segkit's (so this one may replace it)."""
+    if fmt == "savedmodel":
+        return (out / SIDECAR).is_file() and sidecar.is_ours(out / SIDECAR)
+    try:
+        entry = sidecar.read(out)
+    except UserError:
+        return sidecar.is_ours(sidecar.path_for(out))  # ours, of another version: replaced whole
+    return entry is not None and "export" in entry
+
+
+@contextlib.contextmanager
+def _writer(out: Path, fmt: str):
+    """(tmp, keep): write the export to `tmp`, and call keep(payload) with its sidecar entry. A SavedModel
+    folder holds its sidecar inside (one folder exchanged in one step); a file gets its entry in the shared
+    sidecar, paired by its hash (segkit.sidecar.write_pair)."""
+    if fmt == "savedmodel":
+        with fileio.atomic_path(out) as tmp:
+            yield tmp, lambda payload: fileio.write_json(tmp / SIDECAR, payload)
+        return
+    with sidecar.write_pair(out) as pair:
+        yield pair.tmp, lambda payload: setattr(pair, "payload", payload)
+
+
+def export_web(model, out, *, quantize=None, image_size=None, **options) -> ExportResult:
+    """A static site in `out` that runs the model in a browser (segkit.exporters.web): `model` is a run folder or
+    .keras file, exported to TFLite here (int8 unless `quantize` says otherwise; checked as any export), or a
+    .tflite file with segmenter metadata (segkit's own TFLite exports), copied as it is. The folder is written
+    beside `out` and swapped in whole."""
+    quantize = quantize or "int8"
+    out = Path(out)
+    web.check_request(out, Path(model), quantize)
+    given = Path(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_path(out) as site:
+        site.mkdir()
+        tflite = site / "model.tflite"
+        if given.suffix == ".tflite" and given.is_file():
+            predictor = load_predictor(given)
+            if read_labels(given.read_bytes()) is None or predictor.fixed_size is None:
+                raise UserError(f"{given} has no segmenter metadata or no fixed input size; export the model it "
+                                "came from with --format web instead")
+            entry = sidecar.read(given) or {}
+            with sidecar.write_pair(tflite) as pair:
+                shutil.copyfile(given, pair.tmp)
+                pair.payload = {k: v for k, v in entry.items() if k != "sha256"}
+                pair.payload.setdefault("dataset_info", {"class_names": predictor.class_names,
+                                                         "colors": predictor.colors})
+            recorded = entry.get("export", {})
+            parity = Parity(recorded.get("max_logit_difference", float("nan")), recorded.get("max_logit", float("nan")),
+                            recorded.get("mask_agreement", float("nan")))
+            result = ExportResult(out, 0, parity, f"{given.name}'s own export check (copied as it is)")
+            size, info = predictor.fixed_size, {"class_names": predictor.class_names, "colors": predictor.colors}
+        else:
+            result = export_model(model, "tflite", tflite, quantize=quantize, image_size=image_size, **options)
+            predictor = load_predictor(tflite)
+            size, info = predictor.fixed_size, {"class_names": predictor.class_names, "colors": predictor.colors}
+        web.write_site(site, tflite, info, size)
+    result.out, result.size_bytes = out, fileio.size_of(out)
+    result.note = (result.note + "; " if result.note else "") + f"serve it with: python -m http.server -d {out}"
+    return result
+
+
+def export_model(model, fmt, out, *, quantize=None, image_size=None, dataset=None, data_dir=None,
+                 data_options=None, calibration_count=64, check_count=4, recipe=None) -> ExportResult:
+    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`.
+    The check (and int8 calibration) reads the run's dataset with its loader options unless `dataset`,
+    `data_dir` and `data_options` (a dict or KEY=VALUE strings) say otherwise. `recipe` (a line saying how
+    the model was made, e.g. "README.md, Reproduce") goes into the sidecar in place of this machine's paths.
+    `quantize` (TFLite and web only): none, fp16, dynamic or int8; by default none, int8 for the web."""
+    if fmt == "web":
+        return export_web(model, out, quantize=quantize, image_size=image_size, dataset=dataset, data_dir=data_dir,
+                          data_options=data_options, calibration_count=calibration_count, check_count=check_count,
+                          recipe=recipe)
+    quantize = quantize or "none"
+    check_request(fmt, out, quantize, image_size, calibration_count, check_count)
+    source = load_source(model)
+    run_config = (source.info or {}).get("config", {})
+    dataset_name = dataset or run_config.get("dataset")
+    if dataset_name is None:
+        raise UserError(f"--dataset is needed: {model} does not record which dataset it was trained on "
+                        "(export checks the exported file on its validation images)")
+    folder = data_dir if dataset or data_dir else run_config.get("data_dir")
+    size = None
+    if fmt == "tflite":
+        size = tuple(image_size or run_config.get("image_size") or ())
+        if len(size) != 2:
+            raise UserError(f"--image-size is needed: {model} does not record its training image size")
+        # The conversion traces, the check runs and int8 calibration runs the model at this size: say so now
+        # if it cannot fit, rather than after minutes of work.
+        memory.check_inference_size(*size, run_config.get("model") or source.kind, flag="--image-size",
+                                    num_classes=len((source.info or {}).get("class_names") or ()),
+                                    what=f"exporting at {size[1]}x{size[0]}", tiles=False)
+    out = Path(out)
+    if out.resolve() == source.path.resolve():
+        raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
+    if fmt in ("keras", "onnx") and source.model is None:
+        raise UserError(f"--format {fmt} needs a Keras model; {source.path} is a {source.kind}")
+    if fmt != "savedmodel" and sidecar.path_for(out).exists() and not sidecar.is_ours(sidecar.path_for(out)):
+        raise UserError(f"--out {str(out)!r} would overwrite {sidecar.path_for(out)}, which segkit's export did "
+                        "not write; choose another name")
+    if out.exists() and not _ours(out, fmt):
+        raise UserError(f"--out {str(out)!r} exists and is not a file segkit's export wrote; remove it or choose "
+                        "another name")
+    kind = fmt if fmt != "tflite" else quantize
+
+    loader = run_loader_options(run_config, dataset, data_options)
+    val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"), **loader)
+    train_ds, train_info = val_ds, val_info
+    if quantize == "int8":
+        train_ds, train_info = data.load_dataset(dataset_name, folder, run_config.get("train_split", "train"), **loader)
+    made = [p for p in reversed([out.parent, *out.parent.parents]) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with data.data_errors_as_user_errors(val_info, train_info), _writer(out, fmt) as (tmp, keep):
+            images = check_images(val_ds, check_count)
+            if not images:
+                raise UserError(f"{val_info.name}/{val_info.split} has no images to check the export on")
+            _write(source, fmt, quantize, size, tmp, train_ds, calibration_count)
+            exported = load_predictor(tmp)
+            run = exported.batch_fn
+            if fmt in ("keras", "onnx"):  # any-size models: pad to a multiple of 32 like everywhere else
+                run = lambda batch: np.stack([exported.logits(image) for image in batch])  # noqa: E731
+            parity = compare(source, run, images, size)
+            require(parity, kind, f"{fmt} ({kind})", source.path)
+            keep(sidecar_payload(source, fmt, quantize, size, parity, recipe))
+    except BaseException:
+        for folder in reversed(made):  # the folders this export made for --out, if they stayed empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    where = f"at {size[0]}x{size[1]}" if size else "at their own size"
+    return ExportResult(out, fileio.size_of(out), parity, f"{len(images)} {dataset_name} validation images {where}",
+                        source.note)

@@ -1,0 +1,166 @@
+"""The training loop of the Keras models: `model.fit` with a callback that feeds the RunRecorder.
+
+    model -> loss and metrics -> AdamW -> compile -> fit (validation every epoch) -> recorder
+
+Checkpoints are whole `.keras` files (weights, optimizer state, loss and metrics), so a resumed run
+continues exactly; the run's model (`model.keras`) is saved without optimizer state, with the weight
+averages in place of the weights when `--ema` is on.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segkit import data
+from segkit import losses
+from segkit import metrics
+from segkit import models
+from segkit.errors import UserError
+from segkit import runtime
+from segkit.training import batchnorm
+from segkit.inference.loading import check_keras_file, load_model
+from segkit.training.recorder import RunRecorder
+from segkit.training.schedule import current_lr, learning_rate
+
+
+def build_and_compile(config, info, steps, weights):
+    """The model, loss, metrics and optimizer of `config`, compiled; call it inside the strategy's scope.
+
+    bench/train_speed.py times the model this returns, so a change here shows in its figures.
+    """
+    # model
+    model = models.build_model(config.model, info.num_classes, input_shape=(None, None, 3),
+                               encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
+                               **config.model_options())
+    if config.init_from:
+        init_weights(model, config.init_from)
+    # loss and metrics
+    loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
+                           **config.loss_params())
+    miou = metrics.ConfusionMatrix(info.num_classes, ignore_index=data.IGNORE, name="miou")
+    optimizer = keras.optimizers.AdamW(learning_rate(config, steps), weight_decay=config.weight_decay,
+                                       use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
+    # compile
+    model.compile(optimizer=optimizer, loss=loss, metrics=[miou, *losses.term_metrics(loss)],
+                  jit_compile=config.jit_compile)
+    return model
+
+
+def init_weights(model, source: str) -> None:
+    """Copy every weight of the model at `source` (a .keras file or a run folder) into `model`."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file() or path.suffix != ".keras":
+        raise UserError(f"--init-from {source!r}: no .keras model there (give a .keras file or a run folder)")
+    src = load_model(path, flag="--init-from").keras_model
+    theirs, ours = src.get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        out_src, out_ours = src.outputs[0].shape[-1], model.outputs[0].shape[-1]
+        raise UserError(f"--init-from {source!r}: its weights do not fit {model.name} "
+                        f"({len(theirs)} arrays, {out_src} classes; this model has {len(ours)} arrays, "
+                        f"{out_ours} classes); use the same --model, options and dataset")
+    model.set_weights(theirs)
+    print(f"initialised {len(ours)} weight arrays from {path}")
+
+
+def load_checkpoint(path: Path):
+    """The compiled model of a `.keras` checkpoint (weights, optimizer state, loss and metrics)."""
+    check_keras_file(path, "checkpoint")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as exc:  # an intact archive that is not a checkpoint of ours
+        raise UserError(f"cannot resume from checkpoint {path}: {type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+
+
+def weights_to_keep(model) -> list:
+    """`model.get_weights()`, with the optimizer's moving averages in place of the trainable weights
+    when it keeps them (`--ema`); BatchNorm statistics stay those of the current weights."""
+    optimizer = getattr(model, "optimizer", None)
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_model_variables_moving_average", None):
+        return model.get_weights()
+    averages = {id(v): a for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
+    return [np.asarray(averages.get(id(v), v)) for v in model.weights]
+
+
+def save_model(model, path: Path) -> None:
+    """Save the model without optimizer state (a third of the size; Keras 3 always includes it
+    for a compiled model)."""
+    clone = model.__class__.from_config(model.get_config())  # not clone_model: that compiles the copy
+    clone.set_weights(weights_to_keep(model))
+    clone.save(path)
+
+
+class KerasSaver:
+    """What the RunRecorder saves for a Keras model (see RunRecorder)."""
+
+    suffix = ".keras"
+
+    def __init__(self, model):
+        self.model = model
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.model.save(path)
+
+    def save_model(self, path: Path) -> None:
+        save_model(self.model, path)
+
+    @staticmethod
+    def model_path(run_dir: Path) -> Path:
+        return Path(run_dir) / "model.keras"
+
+    def predict(self, images) -> np.ndarray:
+        return np.asarray(self.model(images, training=False), np.float32)
+
+
+class RecorderCallback(keras.callbacks.Callback):
+    """Feeds Keras' fit loop into a RunRecorder."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.recorder.epoch_begin()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.recorder.batch_end(batch, (logs or {}).get("loss")):
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recorder.epoch_end(epoch + 1, dict(logs or {}), current_lr(self.model.optimizer))
+        if self.recorder.stop:
+            self.model.stop_training = True
+
+
+def fit(config, run, splits) -> RunRecorder:
+    """Train `config`'s Keras model on `splits` into `run`; returns the recorder (best epoch, stop reason)."""
+    with run.strategy.scope():
+        if run.checkpoint is not None:  # every worker loads it (the run folder must be shared between machines)
+            model = load_checkpoint(run.checkpoint)
+            # The schedule of config.epochs: the same as stored unless --epochs changed (see segkit.training.schedule).
+            model.optimizer.learning_rate = learning_rate(config, splits.steps)
+        else:
+            model = build_and_compile(config, splits.info, splits.steps, splits.class_weights)
+    print(f"{config.model}: {model.count_params():,} parameters; {splits.num_train} training images, {splits.steps} "
+          f"steps of {splits.global_batch} per epoch; precision {keras.mixed_precision.global_policy().name}; "
+          f"{run.strategy.num_replicas_in_sync} replica(s) on {runtime.worker_info()['num_workers']} worker(s)"
+          + (f", data split by {splits.sharding}" if splits.sharding != "none" else ""))
+
+    recorder = RunRecorder(run, config, splits, KerasSaver(model))
+    # Validation (inside fit, before on_epoch_end) sees the averaged weights; training goes on with its own.
+    callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema else []
+    callbacks.append(RecorderCallback(recorder))
+    if run.writer:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "logs"), write_graph=False))
+    # BatchNormalization trains on TensorFlow's fused kernel, in a new run and a resumed one alike.
+    with batchnorm.fused():
+        model.fit(splits.train, epochs=config.epochs, initial_epoch=run.resume_epoch,
+                  steps_per_epoch=splits.steps, validation_data=splits.val, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    return recorder

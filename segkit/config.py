@@ -207,6 +207,8 @@ def load_config_file(path) -> TrainConfig:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"--config {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--config {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

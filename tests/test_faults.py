@@ -419,3 +419,407 @@ def test_15_limit_zero_and_infinite_lr(trained):
     for value in (float("inf"), float("nan")):
         with pytest.raises(UserError, match=f"--lr must be a finite number, got {value}"):
             validate(TrainConfig(lr=value))
+
+
+# =========================================================================================================
+# Round 3 (issue 26): the principles, tested at the shared mechanisms. P1: nothing that the command did not
+# write is deleted or overwritten, and no output lands on an input. P2: files that travel together stay
+# together, whenever the process dies. P3: a resumed run is the unbroken run, whatever process resumes it.
+# P4: every value is parsed strictly. P5: masks that look wrong are named before training. P6: long commands
+# are estimated before work.
+
+TRAIN_FLAGS = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-size", "64", "64", "--batch-size", "4",
+               "--precision", "float32", "--num-samples", "0", "--lr", "3e-3", "--dataset", "camvid"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+# P1 ------------------------------------------------------------------------------------------------------
+def test_p1_a_new_run_needs_an_empty_folder_or_a_run(camvid_dir, tmp_path):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(b"someone's model")  # no config.json: not a run
+    before = snapshot(folder)
+    with pytest.raises(UserError, match=r"holds run files but no config.json|holds files that are not a run"):
+        trainer.train(tiny_config(camvid_dir, **RUN_SETTINGS, run_dir=str(folder)))
+    (folder / "notes.txt").write_text("mine")
+    before = snapshot(folder)
+    with pytest.raises(UserError, match=r"holds files that are not a run's \(notes.txt\)"):
+        trainer.train(tiny_config(camvid_dir, **RUN_SETTINGS, run_dir=str(folder)))
+    assert snapshot(folder) == before
+
+
+def test_p1_a_run_stopped_before_its_first_checkpoint_removes_only_what_it_wrote(camvid_dir, tmp_path):
+    """SIGINT while the first epoch trains: the run's own files go, a file another process put in the folder
+    meanwhile stays, and so does the folder that holds it."""
+    run = tmp_path / "my_eval"
+    proc = subprocess.Popen([sys.executable, "train.py", *TRAIN_FLAGS, "--data-dir", str(camvid_dir), "--epochs", "1",
+                             "--steps-per-epoch", "100000", "--run-dir", str(run)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (run / "config.json").is_file() and proc.poll() is None:
+            time.sleep(0.1)
+        assert (run / "config.json").is_file(), proc.stderr.read() if proc.poll() is not None else "no config.json"
+        (run / "notes.txt").write_text("another process's notes")
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_p1_no_output_over_an_input_or_a_file_predict_did_not_write(trained, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = np.zeros((40, 56, 3), np.uint8)
+    Image.fromarray(image).save(photos / "street.png")
+    Image.fromarray(image).save(photos / "street_mask.png")  # an input named like an output of street.png
+    before = snapshot(photos)
+    with pytest.raises(UserError, match=r"would write street_mask.png over an input"):
+        predict_paths(trained / "model.keras", [photos], photos)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "street_overlay.png").write_bytes(b"a picture of mine")
+    with pytest.raises(UserError, match=r"already holds street_overlay.png, which predict did not write"):
+        predict_paths(trained / "model.keras", [photos / "street.png"], out)
+    assert snapshot(photos) == before and (out / "street_overlay.png").read_bytes() == b"a picture of mine"
+    (out / "street_overlay.png").unlink()
+    predict_paths(trained / "model.keras", [photos / "street.png"], out)
+    predict_paths(trained / "model.keras", [photos / "street.png"], out)  # its own outputs: replaced
+    shot = tmp_path / "shot.keras"
+    assert run_script("export.py", "--model", str(trained), "--format", "keras", "--out", str(shot)).returncode == 0
+    assert "is the model being exported" in error_line(
+        run_script("export.py", "--model", str(shot), "--format", "keras", "--out", str(shot)))
+
+
+def test_p1_evaluate_out_is_one_set_of_outputs(trained, tmp_path):
+    out = tmp_path / "eval"
+    first = scoring.evaluate_model(trained, worst=2, samples=2)
+    scoring.write_outputs(first, out)
+    assert {"metrics.json", "worst.png", "worst.txt", "samples.png"} <= {p.name for p in out.iterdir()}
+    scoring.write_outputs(scoring.evaluate_model(trained), out)  # no pictures this time: none stay behind
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "metrics.json"]
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(UserError, match=r"holds files that evaluate did not write \(mine.txt\)"):
+        scoring.write_outputs(first, out)
+    assert (out / "mine.txt").read_text() == "keep"
+
+
+# P2 ------------------------------------------------------------------------------------------------------
+KILL_DURING_SWAP = """
+import os, signal, sys
+from pathlib import Path
+from segkit import fileio
+final, point = Path(sys.argv[1]), sys.argv[2]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+real_exchange, real_rename = fileio._exchange, Path.rename
+if point == "after-exchange":
+    fileio._exchange = lambda a, b: (real_exchange(a, b), die())
+if point.startswith("fallback"):
+    fileio._exchange = lambda a, b: False
+    renames = []
+    def rename(self, target):
+        result = real_rename(self, target)
+        renames.append(target)
+        if (point == "fallback-aside" and len(renames) == 1) or (point == "fallback-moved" and len(renames) == 2):
+            die()
+        return result
+    Path.rename = rename
+with fileio.atomic_path(final) as tmp:
+    tmp.mkdir()
+    (tmp / "version").write_text("new")
+    if point == "before-swap":
+        die()
+"""
+
+
+@pytest.mark.parametrize("point", ["before-swap", "after-exchange", "fallback-aside", "fallback-moved"])
+def test_p2_a_kill_at_any_step_of_a_folder_swap_leaves_old_or_new(tmp_path, point):
+    final = tmp_path / "saved_model"
+    final.mkdir()
+    (final / "version").write_text("old")
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_SWAP, str(final), point], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    fileio.recover(final)  # what the next write (or a reader) does first
+    assert (final / "version").read_text() in ("old", "new")
+    expected = "old" if point in ("before-swap", "fallback-aside") else "new"
+    assert (final / "version").read_text() == expected
+    with fileio.atomic_path(final) as tmp:  # the next write cleans up after the dead writer
+        tmp.mkdir()
+        (tmp / "version").write_text("next")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+
+
+KILL_DURING_PAIR = """
+import os, signal, sys
+from pathlib import Path
+from segkit import fileio, sidecar
+model, classes, point = Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+real_write, real_swap = sidecar._write, fileio._swap_in
+writes = []
+def write(path, models):
+    real_write(path, models)
+    writes.append(path)
+    if point == "after-both-entries" and len(writes) == 1:
+        die()
+sidecar._write = write
+if point == "after-rename":
+    fileio._swap_in = lambda tmp, final: (real_swap(tmp, final), die() if final == model else None)
+with sidecar.write_pair(model) as pair:
+    pair.tmp.write_bytes(("model for " + ",".join(classes)).encode())
+    pair.payload = {"dataset_info": {"class_names": classes, "colors": [[0, 0, 0]] * len(classes)}, "export": {}}
+    if point == "before-sidecar":
+        die()
+"""
+
+
+@pytest.mark.parametrize("point", ["before-sidecar", "after-both-entries", "after-rename", "none"])
+def test_p2_a_model_and_its_sidecar_stay_a_pair_whenever_the_writer_dies(tmp_path, point):
+    from segkit import sidecar
+
+    model = tmp_path / "m.tflite"
+    for classes, at in (("a,b", "none"), ("x,y,z", point)):
+        result = subprocess.run([sys.executable, "-c", KILL_DURING_PAIR, str(model), classes, at], cwd=ROOT,
+                                env=ENV, capture_output=True, text=True, timeout=120)
+        assert result.returncode == (0 if at == "none" else -signal.SIGKILL), result.stderr
+    entry = sidecar.read(model)  # the entry of the file on disk, whichever it is
+    assert model.read_bytes() == b"model for " + ",".join(entry["dataset_info"]["class_names"]).encode()
+    expected = ["a", "b"] if point in ("before-sidecar", "after-both-entries") else ["x", "y", "z"]
+    assert entry["dataset_info"]["class_names"] == expected
+
+
+def test_p2_files_of_one_stem_keep_their_own_classes_and_a_foreign_sidecar_is_refused(trained, tmp_path):
+    """m.tflite and m.keras share m.json, each with its own entry; a sidecar that describes another file, or
+    whose class count is not the model's outputs, is one line."""
+    from segkit import sidecar
+
+    keras_file = tmp_path / "m.keras"
+    assert run_script("export.py", "--model", str(trained), "--format", "keras", "--out", str(keras_file),
+                      ).returncode == 0
+    shutil.copy(PRETRAINED_TFLITE, tmp_path / "m.tflite")  # another model, another sidecar entry
+    with sidecar.write_pair(tmp_path / "m.tflite") as pair:
+        shutil.copy(PRETRAINED_TFLITE, pair.tmp)
+        pair.payload = {"dataset_info": {"class_names": list(camvid.CLASSES_11), "colors": list(map(list, camvid.COLORS_11))}}
+    assert load_predictor(keras_file).num_classes == 11 and load_predictor(tmp_path / "m.tflite").num_classes == 11
+    keras_file.write_bytes(keras_file.read_bytes())  # same bytes: still its pair
+    load_predictor(keras_file)
+    other = tmp_path / "other.keras"
+    shutil.copy(keras_file, other)
+    shutil.copy(tmp_path / "m.json", tmp_path / "other.json")
+    with pytest.raises(UserError, match=r"other.json describes m.keras, m.tflite, not other.keras"):
+        load_predictor(other)
+    legacy = tmp_path / "legacy.tflite"
+    shutil.copy(PRETRAINED_TFLITE, legacy)
+    names = [f"c{i}" for i in range(13)]
+    (tmp_path / "legacy.json").write_text(json_dumps({"dataset_info": {"class_names": names, "colors": [[0, 0, 0]] * 13}}))
+    with pytest.raises(UserError, match=r"has 11 output channels but its recorded classes are 13"):
+        load_predictor(legacy)
+    (tmp_path / "legacy.json").write_text(json_dumps({"dataset_info": {"class_names": names[:11]}}))
+    with pytest.raises(UserError, match=r"legacy.json: colors must hold one \[r, g, b\]"):
+        load_predictor(legacy)
+
+
+def json_dumps(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+# P3 ------------------------------------------------------------------------------------------------------
+RESUME_KEYS = ("loss", "val_loss", "miou", "val_miou", "lr")
+
+
+def history_values(run_dir) -> list:
+    import csv
+
+    return [{k: float(r[k]) for k in RESUME_KEYS} for r in csv.DictReader(open(Path(run_dir) / "history.csv"))]
+
+
+def train_process(camvid_dir, run_dir, *extra):
+    return subprocess.Popen([sys.executable, "train.py", *TRAIN_FLAGS, "--data-dir", str(camvid_dir), "--epochs", "3",
+                             "--steps-per-epoch", "5", "--run-dir", str(run_dir), *extra],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_p3_resumed_in_a_new_process_after_sigint_or_sigkill_mid_checkpoint_is_the_unbroken_run(camvid_dir,
+                                                                                                 tmp_path):
+    unbroken = train_process(camvid_dir, tmp_path / "unbroken")
+    assert unbroken.wait(timeout=600) == 0, unbroken.stderr.read()[-2000:]
+    expected = history_values(tmp_path / "unbroken")
+
+    interrupted = tmp_path / "interrupted"  # SIGINT once epoch 1's checkpoint is there
+    proc = train_process(camvid_dir, interrupted)
+    assert wait_for(lambda: run_folder.latest_checkpoint(interrupted)[0] >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+
+    killed = tmp_path / "killed"  # SIGKILL while epoch 2's checkpoint is being written
+    proc = train_process(camvid_dir, killed)
+    assert wait_for(lambda: any(p.name.startswith(fileio.TMP_PREFIX) and "epoch_002" in p.name
+                                for p in (killed / "checkpoints").glob("*")) if (killed / "checkpoints").is_dir()
+                    else False, proc)
+    proc.kill()
+    proc.wait()
+    assert run_folder.latest_checkpoint(killed)[0] == 1
+
+    for run in (interrupted, killed):
+        resumed = run_script("train.py", "--resume", "--run-dir", str(run), timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        got = history_values(run)
+        assert len(got) == 3 and not temporaries(run)
+        for row_expected, row_got in zip(expected, got):
+            for key in RESUME_KEYS:
+                assert row_got[key] == pytest.approx(row_expected[key], rel=1e-6, abs=1e-7), (run.name, key)
+
+
+def test_p3_resume_refuses_data_whose_classes_changed(tmp_path):
+    """A folder dataset gains a label value after the run began: --resume stops before anything is written."""
+    data_dir = tmp_path / "shapes"
+    for split in ("train", "val"):
+        (data_dir / split / "images").mkdir(parents=True)
+        (data_dir / split / "masks").mkdir(parents=True)
+        for k in range(4):
+            mask = np.zeros((32, 32), np.uint8)
+            mask[:, 16:] = 1 + k % 2
+            Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)).save(data_dir / split / "images" / f"{k}.png")
+            Image.fromarray(mask).save(data_dir / split / "masks" / f"{k}.png")
+    config = TrainConfig(dataset="folder", data_dir=str(data_dir), model="mobilenetv2_pix2pix", alpha=0.35,
+                         image_size=(32, 32), batch_size=2, epochs=2, steps_per_epoch=1, num_samples=0,
+                         precision="float32", run_dir=str(tmp_path / "run"))
+    trainer.train(config)
+    mask = np.asarray(Image.open(data_dir / "train" / "masks" / "0.png")).copy()
+    mask[:16, :16] = 3  # a fourth class appears
+    Image.fromarray(mask).save(data_dir / "train" / "masks" / "0.png")
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(UserError, match=r"its data now has 4 classes .* but the run was trained on 3"):
+        trainer.resume(tmp_path / "run", epochs=4)
+    assert snapshot(tmp_path / "run") == before
+
+
+# P4 ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["train.py", "--epochs", "100000000000000000000"], "--epochs must be between 1 and 100000"),
+    (["train.py", "--seed", "-1"], "--seed must be between 0 and 2147483647"),
+    (["train.py", "--data-option", "cache=maybe"], "cache='maybe' must be true or false"),
+    (["train.py", "--dataset", "folder", "--data-dir", ".", "--data-option", "remap=no!"], "must be true or false"),
+    (["predict.py", "--model", "m.keras", "x.png", "--opacity", "5"], "--opacity: must be from 0.0 to 1.0"),
+    (["predict.py", "--model", "m.keras", "x.png", "--opacity", "nan"], "--opacity: must be from 0.0 to 1.0"),
+    (["evaluate.py", "--model", "m.keras", "--threads", "10000"], "--threads: must be from 1 to"),
+    (["evaluate.py", "--model", "m.keras", "--scales", "100"], "--scales must be from 0.1 to 8"),
+    (["export.py", "--model", "m.keras", "--format", "tflite", "--out", "m.tflite", "--calibration-images", "0"],
+     "--calibration-images: must be from 1 to"),
+])
+def test_p4_values_are_parsed_strictly(args, message):
+    line = error_line(run_script(*args))
+    assert message in line, line
+
+
+def test_p4_a_config_file_that_is_not_utf8_or_another_datasets_run(trained, tmp_path):
+    from segkit.cli import train
+    from segkit.config import config_from_args, load_config_file
+
+    bad = tmp_path / "c.json"
+    bad.write_bytes(b'{"epochs": 3, "dataset": "\xff\xfe"}')
+    with pytest.raises(UserError, match=r"is not UTF-8 text"):
+        load_config_file(bad)
+    base = load_config_file(trained)
+    assert base.data_dir
+    config = config_from_args(train.build_parser().parse_args(["--dataset", "sample"]), base)
+    assert config.dataset == "sample" and config.data_dir is None and config.data_options == {}
+
+
+# P5 ------------------------------------------------------------------------------------------------------
+def test_p5_stray_mask_values_are_named_by_verify_and_train(tmp_path, capsys):
+    data_dir = tmp_path / "binary"
+    (data_dir / "images").mkdir(parents=True)
+    (data_dir / "masks").mkdir()
+    for k in range(6):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[:, 24:] = 255
+        mask[10, 24] = 128  # an anti-aliased edge pixel
+        Image.fromarray(np.full((48, 48, 3), 30 * k, np.uint8)).save(data_dir / "images" / f"{k}.png")
+        Image.fromarray(mask).save(data_dir / "masks" / f"{k}.png")
+    assert run_verify(["--dataset", "folder", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "mask values 128 (6 pixels in 6 masks)" in err and "0/255 masks with anti-aliased edges" in err
+    line = error_line(run_script("train.py", "--dataset", "folder", "--data-dir", str(data_dir), "--val-fraction",
+                                 "0.3", "--run-dir", str(tmp_path / "run")))
+    assert "mask values 128 (6 pixels in 6 masks)" in line and not (tmp_path / "run").exists()
+
+
+# P6 ------------------------------------------------------------------------------------------------------
+def test_p6_export_at_a_size_that_cannot_fit_is_refused_before_work(trained, tmp_path):
+    start = time.time()
+    line = error_line(run_script("export.py", "--model", str(trained), "--format", "tflite", "--image-size", "16384",
+                                 "16384", "--out", str(tmp_path / "big.tflite")))
+    assert "needs about" in line and "--image-size" in line and "--window" not in line, line
+    assert time.time() - start < 120 and not list(tmp_path.iterdir())
+
+
+# Smaller items of the round's probe ------------------------------------------------------------------------
+def test_r3_odd_inputs_get_one_line(trained, camvid_dir, tmp_path):
+    # A JPEG named .mp4 is refused before any output is written.
+    fake = tmp_path / "clip.mp4"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(fake, format="JPEG")
+    with pytest.raises(UserError, match=r"clip.mp4 is a JPEG image, not a video"):
+        predicting.collect([str(fake)])
+    # A dangling image link in a folder dataset is named, not dropped.
+    data_dir = tmp_path / "folder"
+    (data_dir / "images").mkdir(parents=True)
+    (data_dir / "masks").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data_dir / "images" / "here.png")
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(data_dir / "masks" / "here.png")
+    (data_dir / "images" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(UserError, match=r"gone.png is a link to .*nowhere.png, which does not exist"):
+        from segkit import data
+
+        data.load_dataset("folder", data_dir, "all")
+    # history.csv with a column twice is refused, not rewritten.
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    text = (run / "history.csv").read_text().splitlines()
+    text[0] = text[0] + ",loss"
+    text[1:] = [line + ",1" for line in text[1:]]
+    (run / "history.csv").write_text("\n".join(text) + "\n")
+    before = snapshot(run)
+    with pytest.raises(UserError, match=r"history.csv is corrupt .*names loss more than once"):
+        trainer.resume(run, epochs=3)
+    assert snapshot(run) == before
+    # A SavedModel folder without its variables says what it lacks.
+    broken = tmp_path / "sm"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a graph")
+    with pytest.raises(UserError, match=r"cannot load SavedModel .*sm: \w+"):
+        load_predictor(broken)
+    # A .keras file that is not a segmentation model.
+    import keras
+
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    dense.save(tmp_path / "dense.keras")
+    with pytest.raises(UserError, match=r"dense.keras does not run as a segmentation model|is not a segmentation model"):
+        load_predictor(tmp_path / "dense.keras")
+
+
+def test_r3_a_tiny_image_at_a_small_scale_trains(tmp_path):
+    """A 1x1 image at --scale-min 0.1 scales to 1x1, not 0x0."""
+    from segkit.data.pipeline import augment
+
+    import tensorflow as tf
+
+    image, mask = augment(tf.zeros((1, 1, 3)), tf.zeros((1, 1), tf.int32), tf.constant([1, 2], tf.int64),
+                          image_size=(32, 32), scale_range=(0.1, 0.1))
+    assert tuple(image.shape) == (32, 32, 3) and int(np.sum(mask.numpy() == 0)) == 1  # the pixel, padded to 32x32

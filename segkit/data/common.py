@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -85,7 +86,16 @@ def check_split(split: str, available, dataset: str, where) -> None:
 
 
 def list_images(folder: Path) -> list:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files in `folder`, sorted; a link to nothing is named, not silently dropped."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{path} is a link to {os.readlink(path)}, which does not exist")
+        if path.is_file():
+            found.append(path)
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -319,13 +329,21 @@ def from_pairs(pairs, decode_pair, cache: bool = True, source: str = "") -> tf.d
 # Turning TensorFlow's errors about data into one line
 
 
+# The formats TensorFlow's decode_image reads (what the pipelines decode with); PIL reads more (TIFF, ...).
+TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+
+
 def _readable(path: str) -> str | None:
-    """None if PIL can fully decode the file, else the reason it cannot."""
+    """None if the file decodes as the pipelines decode it, else the reason it cannot: PIL reads it fully, and
+    it is in a format TensorFlow's decode_image takes (a TIFF saved as .jpg decodes in PIL, not in TensorFlow)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
+            kind = im.format
+        if kind not in TF_FORMATS:
+            return f"it holds a {kind} image, which TensorFlow does not decode (save it as PNG or JPEG)"
         return None
     except FileNotFoundError:
         return "file not found"

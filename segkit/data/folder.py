@@ -104,7 +104,8 @@ def _class_mapping(split_dirs: dict, names, binary, num_classes, remap_values: b
     known = num_classes if num_classes is not None else (len(names) if names else None)
     values = None
     if binary is None or remap_values or known is None:
-        counts = mask_value_counts(p for d in split_dirs.values() for p in sorted((d / "masks").glob("*.png")))
+        counts = mask_value_counts(p for d in dict.fromkeys(split_dirs.values())  # a folder once, whatever splits share it
+                                   for p in sorted((d / "masks").glob("*.png")))
         values = set(counts)
         strays = stray_values(counts)
         if strays and binary is None and known is None and not remap_values:

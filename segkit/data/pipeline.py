@@ -93,7 +93,7 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
     crop_h, crop_w = image_size
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.random.stateless_uniform([], seeds[0], scale_range[0], scale_range[1])
-    new_size = tf.cast(tf.round(shape * scale), tf.int32)
+    new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)  # a tiny image stays at least 1x1
     image, mask = resize_pair(image, mask, new_size)
     image, mask = pad_pair(image, mask, crop_h, crop_w)
 

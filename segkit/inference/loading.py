@@ -197,7 +197,11 @@ def _load_savedmodel(path: Path):
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise UserError(f"cannot load SavedModel {path}: {type(exc).__name__}") from None
+        text = " ".join(str(exc).split())[:300]
+        missing = [name for name in ("saved_model.pb", "variables/variables.index") if not (path / name).is_file()]
+        raise UserError(f"cannot load SavedModel {path}: {type(exc).__name__}"
+                        + (f" ({text})" if text else "")
+                        + (f"; it lacks {', '.join(missing)}" if missing else "")) from None
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise UserError(f"SavedModel {path} has no serving_default signature")

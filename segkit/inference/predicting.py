@@ -98,6 +98,9 @@ def collect(inputs) -> list:
         elif not path.exists():
             raise UserError(f"input {path} does not exist")
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            kind = _image_format(path)
+            if kind:
+                raise UserError(f"input {path} is a {kind} image, not a video (its name says {path.suffix})")
             open_video(path).release()
             found.append(("video", path))
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -114,6 +117,62 @@ def collect(inputs) -> list:
         if job.kind == "image":
             read_image(job.path)
     return jobs
+
+
+def _image_format(path: Path) -> str | None:
+    """The image format PIL reads `path` as (e.g. "JPEG"), or None for a file that is not an image."""
+    try:
+        with Image.open(path) as im:
+            return im.format
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def outputs(job: Job, out: Path) -> list:
+    """The files predict writes for `job` in `out`."""
+    if job.kind == "image":
+        return [out / f"{job.name}_mask.png", out / f"{job.name}_overlay.png"]
+    return [out / f"{job.name}_overlay.mp4"]
+
+
+MANIFEST = ".segkit-predict.json"  # in --out: the files predict wrote there, with their hashes
+
+
+def check_outputs(jobs, out: Path) -> None:
+    """Refuse, before anything is written, an output that would land on one of the inputs, or on a file that
+    predict did not write (a file listed in --out's manifest, unchanged since, may be replaced)."""
+    inputs = {job.path.resolve() for job in jobs}
+    written = _manifest(out)
+    for job in jobs:
+        for path in outputs(job, out):
+            if path.resolve() in inputs:
+                raise UserError(f"--out {out}: predicting {job.path} would write {path.name} over an input; "
+                                "choose another --out")
+            if path.exists() and written.get(path.name) != _digest(path):
+                raise UserError(f"--out {out} already holds {path.name}, which predict did not write (or which "
+                                "changed since); move it or choose another --out")
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(out: Path) -> dict:
+    try:
+        import json
+
+        values = json.loads((out / MANIFEST).read_text())
+        return values if isinstance(values, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(out: Path, paths) -> None:
+    written = _manifest(out)
+    written.update({p.name: _digest(p) for p in paths})
+    fileio.write_json(out / MANIFEST, written)
 
 
 def input_size(job: Job) -> tuple:
@@ -200,12 +259,18 @@ def predict_jobs(predictor, jobs, out, options, alpha=0.5, smooth=0.0):
     """Segment every job into `out` (made here); yields (job, written paths, note) as each finishes."""
     if not 0 <= smooth < 1:
         raise UserError(f"--smooth must be in [0, 1), got {smooth}")
+    if not 0 <= alpha <= 1:
+        raise UserError(f"--opacity must be from 0 to 1, got {alpha}")
     out = fileio.check_writable(out, "--out", kind="folder")
+    check_outputs(jobs, out)
     check_memory(predictor, jobs, options)
     out.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         if job.kind == "image":
-            yield job, predict_image(predictor, job, out, options, alpha), ""
+            written = predict_image(predictor, job, out, options, alpha)
+            _record(out, written)
+            yield job, written, ""
         else:
             target, frames, rate = predict_video(predictor, job, out, options, alpha, smooth)
+            _record(out, [target])
             yield job, [target], f"{frames} frames at {rate:.1f} frames/s"

@@ -75,7 +75,12 @@ def read_history(run_dir: Path) -> list:
         return []
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise ValueError(f"the header names {', '.join(repeated)} more than once")
+            rows = list(reader)
         epochs = set()
         for number, row in enumerate(rows, 2):
             if None in row or None in row.values():

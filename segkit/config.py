@@ -103,7 +103,7 @@ HELP = {
     "dataset": "dataset (its layout: README, Datasets)",
     "model": "model (docs/models.md)",
     "loss": "training loss (docs/training.md)",
-    "variant": "the model's variant: mobilenetv3_lraspp large | small, ddrnet slim | 23",
+    "variant": "the model's variant: " + "; ".join(f"{m} {' | '.join(v)}" for m, v in catalog.VARIANTS.items()),
     "alpha": "mobilenetv2_pix2pix / mobilenetv3_lraspp: the encoder's width multiplier (Keras' alpha)",
     "base_filters": "unet_tf: filters of its first level (doubled at each level down)",
     "dropout": "mobilenetv2_pix2pix: dropout in the decoder",
@@ -154,7 +154,7 @@ HELP = {
 # The values a field may take (the flags' choices in --help, and what `validate` accepts from a config file).
 CHOICES = {
     "dataset": catalog.DATASETS, "model": tuple(sorted(catalog.MODELS)), "loss": catalog.LOSSES,
-    "variant": tuple(v for variants in catalog.VARIANTS.values() for v in variants),
+    "variant": tuple(dict.fromkeys(v for variants in catalog.VARIANTS.values() for v in variants)),
     "lr_schedule": catalog.LR_SCHEDULES, "precision": catalog.PRECISIONS, "strategy": catalog.STRATEGIES,
     "keep": catalog.KEEP, "augment": catalog.AUGMENTS, "head_stride": (8, 4),
 }

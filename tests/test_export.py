@@ -315,11 +315,18 @@ def test_onnx_runs_any_size_like_keras(exports, keras_logits, tmp_path):
     assert " onnx " in timed.stdout and " tflite-int8 " in timed.stdout and "64x96 image to logits" in timed.stdout
 
 
-def test_unet_tf_is_refused_for_onnx(tmp_path):
+def test_unet_tf_exports_to_onnx_too(tmp_path):
+    """The raw-TensorFlow U-Net (a training SavedModel) converts like the Keras models, checked the same way."""
+    import onnxruntime
+
     models.unet_tf.export_savedmodel(models.build_model("unet_tf", 3, base_filters=8), tmp_path / "saved_model")
-    with pytest.raises(UserError, match="--format onnx needs a Keras model"):
-        export.export_model(tmp_path / "saved_model", "onnx", tmp_path / "m.onnx", dataset="shapes")
-    assert not (tmp_path / "m.onnx").exists()
+    result = export.export_model(tmp_path / "saved_model", "onnx", tmp_path / "m.onnx", dataset="shapes",
+                                 check_count=2)
+    assert result.parity.agreement >= 0.999
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"] and session.get_outputs()[0].name == "logits"
+    with pytest.raises(UserError, match="--format keras needs a Keras model"):
+        export.export_model(tmp_path / "saved_model", "keras", tmp_path / "m.keras", dataset="shapes")
 
 
 # --- TFLite for mobile runtimes: metadata, dynamic range, MediaPipe ---------------------------------
@@ -380,3 +387,40 @@ def test_mediapipe_agrees_with_predict(run, exports, tmp_path):
             ours = predictor.labels(pixels.astype(np.float32) / 255)
             assert mask.shape == ours.shape
             assert np.mean(mask == ours) >= minimum, (model.name, image.name, np.mean(mask == ours))
+
+
+ONNX_SMALL = {"mobilenetv2_pix2pix": {"alpha": 0.35}, "mobilenetv3_lraspp": {"variant": "small"}, "ddrnet": {},
+              "resnet34_unet": {}, "vgg16_unet": {}, "deeplabv3plus": {"variant": "resnet18"},
+              "segformer": {"variant": "b0"}}
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_SMALL))
+def test_onnx_for_every_keras_model(name, tmp_path):
+    """Every registered Keras model converts, runs in onnxruntime at two sizes and batch sizes with the Keras
+    model's logits, names its input `images` and output `logits` with symbolic batch, height and width, and
+    carries the class names. BatchNorm statistics are set away from 0/1 first: a trace in training mode
+    (batch statistics, as Keras' own export gave DeepLabV3+'s pyramid pooling) would not match."""
+    import keras
+    import onnxruntime
+
+    from segkit.exporters.onnx import read_metadata, write_onnx
+    from segkit.exporters.source import Source
+
+    model = models.build_model(name, 3, **ONNX_SMALL[name])
+    rng = np.random.default_rng(0)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape).astype("float32"))
+    info = {"class_names": ["sky", "road", "car"], "colors": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}
+    path = tmp_path / f"{name}.onnx"
+    write_onnx(Source("keras", path, lambda x: model(x, training=False), None, info), path, info)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (image_input,), (logit_output,) = session.get_inputs(), session.get_outputs()
+    assert (image_input.name, image_input.shape) == ("images", ["batch", "height", "width", 3])
+    assert (logit_output.name, logit_output.shape) == ("logits", ["batch", "height", "width", 3])
+    assert read_metadata(path) == info
+    for shape in [(1, 64, 96, 3), (2, 128, 64, 3)]:
+        x = rng.random(shape, dtype=np.float32)
+        np.testing.assert_allclose(session.run(None, {"images": x})[0], np.asarray(model(x, training=False)),
+                                   atol=1e-4, rtol=1e-4)

@@ -168,6 +168,16 @@ def test_every_model_of_the_catalog_is_registered_and_offered():
         assert spec.train_bytes_per_pixel > 0 and spec.infer_bytes_per_pixel > 0
 
 
+def test_every_variant_on_offer_is_one_the_model_takes():
+    from segkit import catalog
+    from segkit.models import ddrnet, deeplabv3plus, mobilenetv3_lraspp, segformer
+
+    taken = {"ddrnet": ddrnet.VARIANTS, "deeplabv3plus": deeplabv3plus.ARCHITECTURES,
+             "mobilenetv3_lraspp": mobilenetv3_lraspp.VARIANTS, "segformer": segformer.ARCHITECTURES}
+    assert {name: set(v) for name, v in catalog.VARIANTS.items()} == {name: set(v) for name, v in taken.items()}
+    assert {name for name in catalog.MODELS if "variant" in models.model_options(name)} == set(catalog.VARIANTS)
+
+
 def test_unknown_model_lists_choices():
     with pytest.raises(UserError, match=r"unknown model 'unet3'; choose from ddrnet, deeplabv3plus, "):
         build_model("unet3", NUM_CLASSES)

@@ -113,7 +113,7 @@ def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) 
     elif fmt == "keras":
         source.model.save(tmp)  # float32 and uncompiled: no optimizer state
     elif fmt == "onnx":
-        write_onnx(source, tmp)
+        write_onnx(source, tmp, source.info)
     else:
         calibration = calibration_images(train_ds, size, calibration_count) if quantize == "int8" else None
         names = (source.info or {}).get("class_names")
@@ -199,7 +199,29 @@ def export_model(model, fmt, out, *, quantize=None, image_size=None, dataset=Non
         return export_web(model, out, quantize=quantize, image_size=image_size, dataset=dataset, data_dir=data_dir,
                           data_options=data_options, calibration_count=calibration_count, check_count=check_count,
                           recipe=recipe)
-    quantize = quantize or "none"
+    with float32_policy():
+        return _export(model, fmt, out, quantize or "none", image_size, dataset, data_dir, data_options,
+                       calibration_count, check_count, recipe)
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Keras' global dtype policy float32 inside the block, the caller's after it. Exports compute in float32,
+    and some layers make sublayers with the global policy while they run (keras-hub's pyramid pooling makes
+    its Resizing in call): traced after a mixed-precision training in the same process, they put half
+    precision into the exported graph."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _export(model, fmt, out, quantize, image_size, dataset, data_dir, data_options, calibration_count, check_count,
+            recipe) -> ExportResult:
     check_request(fmt, out, quantize, image_size, calibration_count, check_count)
     source = load_source(model)
     run_config = (source.info or {}).get("config", {})
@@ -221,7 +243,7 @@ def export_model(model, fmt, out, *, quantize=None, image_size=None, dataset=Non
     out = Path(out)
     if out.resolve() == source.path.resolve():
         raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
-    if fmt in ("keras", "onnx") and source.model is None:
+    if fmt == "keras" and source.model is None:
         raise UserError(f"--format {fmt} needs a Keras model; {source.path} is a {source.kind}")
     if fmt != "savedmodel" and sidecar.path_for(out).exists() and not sidecar.is_ours(sidecar.path_for(out)):
         raise UserError(f"--out {str(out)!r} would overwrite {sidecar.path_for(out)}, which segkit's export did "

@@ -29,10 +29,17 @@ class Source:
     model: object = None  # the float32 Keras model, for --format keras
 
 
+HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+
+
 def _float32_config(obj, replaced: set):
-    """A serialized Keras model with every mixed-precision dtype policy replaced by float32;
-    the names replaced are added to `replaced`."""
+    """A serialized Keras model with every mixed-precision dtype policy replaced by float32, and every half
+    precision named as a plain `"dtype": "bfloat16"` (keras-hub's backbones store theirs so); the names
+    replaced are added to `replaced`."""
     if isinstance(obj, dict):
+        if isinstance(obj.get("dtype"), str) and obj["dtype"] in HALF:
+            replaced.add(obj["dtype"])
+            obj = {**obj, "dtype": "float32"}
         config = obj.get("config")
         if obj.get("class_name") == "DTypePolicy" and isinstance(config, dict) \
                 and str(config.get("name", "")).startswith("mixed_"):

@@ -58,12 +58,22 @@ def read_info(path: Path) -> dict | None:
 
     A run folder: its config.json. A SavedModel folder: its segkit.json (export), else the config.json of
     the run folder holding it (unet_tf's RUN/saved_model). A model file X.ext: its entry in the sidecar X.json
-    (segkit.sidecar: the entry whose hash is the file's), else the config.json of the folder holding it.
+    (segkit.sidecar: the entry whose hash is the file's), else (.onnx) the class names in its metadata, else
+    the config.json of the folder holding it.
     """
     if path.is_file():
         entry = sidecar.read(path)
         if entry is not None:
             info = sidecar.dataset_info(entry, sidecar.path_for(path))
+            if info is not None:
+                return info
+        if path.suffix == ".onnx":  # an ONNX file of ours carries its classes inside (its metadata)
+            from segkit.exporters.onnx import read_metadata
+
+            try:
+                info = sidecar.dataset_info(read_metadata(path), path)
+            except Exception:  # onnx's own errors for a damaged file: loading it says what is wrong
+                info = None
             if info is not None:
                 return info
         candidates = [path.parent / "config.json"]

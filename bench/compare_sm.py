@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 SM_VENV = ROOT / ".venv-sm"
 SM_PACKAGES = ["segmentation_models==1.0.1", "tf-keras==2.21.*", "tensorflow-cpu==2.21.0"]
@@ -185,6 +187,7 @@ def main(argv=None) -> int:
     ratio = {key: mean["ours"][key] / mean["theirs"][key] for key in mean["ours"]}
     print(f"ratio ours/theirs: train {ratio['train_images_per_sec']:.2f}x, infer {ratio['infer_images_per_sec']:.2f}x; "
           f"load average at end {os.getloadavg()[0]:.2f}")
+    print(machine.describe())
     return 0
 
 

@@ -25,6 +25,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from bench import machine  # noqa: E402
 from segkit import data  # noqa: E402
 from segkit.data.pipeline import prepare  # noqa: E402
 from segkit.errors import UserError  # noqa: E402
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"dataset": info.name, "split": args.split, "image_size": [h, w],
                           "batch_size": args.batch_size, "passes": results}))
+    print(machine.describe())
     return 0
 
 

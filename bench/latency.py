@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from bench import machine
 from segkit.errors import UserError
 from segkit import cli
 from segkit.fileio import size_of
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
         name = path if len(path) <= 48 else "..." + path[-45:]
         print(f"{name:<48} {describe(predictor):<14} {at:>9} {size_of(predictor.path) / 1e6:6.1f} "
               f"{wall * 1e3:8.1f} {1 / wall:9.2f} {cpu * 1e3:8.1f}")
+    print(machine.describe())
     return 0
 
 

@@ -43,6 +43,7 @@ from segkit import models  # noqa: E402
 from segkit.data.common import default_colors  # noqa: E402
 from segkit.data.pipeline import prepare  # noqa: E402
 from segkit.errors import UserError  # noqa: E402
+from bench import machine  # noqa: E402
 from bench.flops import TRAINING_FACTOR, model_flops  # noqa: E402
 from segkit import cli, runtime  # noqa: E402
 from segkit.training import batchnorm
@@ -66,9 +67,9 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
     parser.add_argument("--count", type=int, default=64, help="generated scenes, cached, shuffled each pass")
-    parser.add_argument("--peak-gflops", type=float, default=813.0,
-                        help="the CPU's bf16 matmul peak, for the share of it training reaches (default 813: a "
-                             "2048x2048 bf16 matmul on this 2-core machine)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="the CPU's matmul peak in GFLOP/s, for the share of it training reaches (default: "
+                             "measured here, a 2048x2048 matmul in the policy's compute dtype, bench.machine)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args(argv)
     for flag in ("steps", "warmup", "count"):
@@ -193,10 +194,12 @@ def main(argv=None) -> int:
               "tensorflow": tf.__version__, "keras": keras.__version__}
     flops = None if config.model == "unet_tf" else model_flops(config.model, config.image_size, info.num_classes,
                                                                  **config.model_options())
+    peak = args.peak_gflops or machine.matmul_peak("bfloat16" if "bfloat16" in policy else "float32")
+    result.update({"cpu": machine.cpu(), "peak_gflops": round(peak, 1)})
     if flops:
         achieved = TRAINING_FACTOR * flops * steady / 1e9
         result.update({"forward_gflop_per_image": round(flops / 1e9, 3), "train_gflops": round(achieved, 1),
-                       "share_of_peak": round(achieved / args.peak_gflops, 3)})
+                       "share_of_peak": round(achieved / peak, 3)})
     h, w = config.image_size
     print(f"{config.model} {h}x{w} batch {config.batch_size}, {info.num_classes} classes, loss {config.loss}, "
           f"{policy}{', XLA' if config.jit_compile else ''}, {params:,} parameters")
@@ -205,8 +208,9 @@ def main(argv=None) -> int:
     print(f"infer  {infer:7.2f} images/s (median batch of {args.steps})")
     if flops:
         print(f"work   {flops / 1e9:.2f} GFLOP forward per image; training at {result['train_gflops']:.0f} GFLOP/s "
-              f"({TRAINING_FACTOR}x forward) = {100 * result['share_of_peak']:.0f}% of {args.peak_gflops:.0f} GFLOP/s")
-    print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+              f"({TRAINING_FACTOR}x forward) = {100 * result['share_of_peak']:.0f}% of {peak:.0f} GFLOP/s "
+              f"(the {'bf16' if 'bfloat16' in policy else 'float32'} matmul peak measured here)")
+    print(f"{machine.describe()}; load average {load_before:.2f} before the run")
     if args.json:
         print(json.dumps(result))
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from bench import machine
 from segkit.errors import UserError
 from segkit.models.unet_tf import BN_EPSILON, BN_MOMENTUM, AdamTF, UNetTF, make_train_step
 
@@ -152,6 +153,7 @@ def main(argv=None):
     raw_time = results["raw"][0]
     print(f"ratio raw/keras     {raw_time / results['keras'][0]:.2f}")
     print(f"ratio raw/keras-fit {raw_time / results['keras-fit'][0]:.2f}")
+    print(machine.describe())
 
 
 if __name__ == "__main__":

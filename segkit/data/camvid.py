@@ -22,7 +22,7 @@ import csv
 from pathlib import Path
 
 
-from segkit.data.common import (IGNORE, DatasetInfo, check_split, from_pairs, read_color_mask, read_image, read_mask,
+from segkit.data.common import (IGNORE, DatasetInfo, list_images, pair_files, check_split, from_pairs, read_color_mask, read_image, read_mask,
                          remap, remap_colors, require_dir, value_lut)
 from segkit.errors import UserError
 
@@ -147,15 +147,8 @@ def _colour_splits(root: Path) -> set:
 def _colour_pairs(root: Path, split: str) -> list:
     check_split(split, _colour_splits(root), "camvid", root)
     label_dir = root / f"{split}_labels"
-    pairs = []
-    for image in sorted(p for p in (root / split).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        mask = label_dir / f"{image.stem}_L.png"
-        if not mask.is_file():
-            raise UserError(f"camvid: image {image} has no label {mask}")
-        pairs.append((image, mask))
-    if not pairs:
-        raise UserError(f"camvid: no images in {root / split}")
-    return pairs
+    return pair_files("camvid", list_images(root / split), lambda image: label_dir / f"{image.stem}_L.png",
+                      f"no images in {root / split}")
 
 
 def _load_colour(root: Path, split: str, cache: bool, holdout: str | None = None):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkit.data.common import (IGNORE, DatasetInfo, check_split, from_pairs, read_image, read_mask, remap, require_dir,
+from segkit.data.common import (IGNORE, DatasetInfo, pair_files, check_split, from_pairs, read_image, read_mask, remap, require_dir,
                          value_lut)
 from segkit.errors import UserError
 
@@ -56,14 +56,10 @@ def load(data_dir=None, split: str = "train", cache: bool = False):
     root = _root(data_dir)
     check_split(split, splits(root), "cityscapes", root)
     suffix = "_leftImg8bit.png"
-    pairs = []
-    for image in sorted((root / "leftImg8bit" / split).glob(f"*/*{suffix}")):
-        mask = root / "gtFine" / split / image.parent.name / (image.name[:-len(suffix)] + "_gtFine_labelIds.png")
-        if not mask.is_file():
-            raise UserError(f"cityscapes: image {image} has no label {mask}")
-        pairs.append((image, mask))
-    if not pairs:
-        raise UserError(f"cityscapes: no *{suffix} files in {root / 'leftImg8bit' / split}/{{city}}/")
+    pairs = pair_files(
+        "cityscapes", sorted((root / "leftImg8bit" / split).glob(f"*/*{suffix}")),
+        lambda image: root / "gtFine" / split / image.parent.name / (image.name[:-len(suffix)] + "_gtFine_labelIds.png"),
+        f"no *{suffix} files in {root / 'leftImg8bit' / split}/{{city}}/")
 
     def decode(image_path, mask_path):
         return read_image(image_path), remap(read_mask(mask_path), LUT, mask_path, "label ids")

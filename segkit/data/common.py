@@ -85,6 +85,24 @@ def check_split(split: str, available, dataset: str, where) -> None:
         raise UserError(f"{dataset}: no split {split!r} in {where} (found: {', '.join(sorted(available)) or 'none'})")
 
 
+def pair_files(dataset: str, images, mask_of, nothing: str, listed_in: Path | None = None) -> list:
+    """[(image, mask)] for `images` (paths, in their order) and `mask_of(image)`, the one pairing loop of the
+    loaders. A missing mask is named with its image; with `listed_in` (a list file naming the pairs) a missing
+    image is named too. No pair at all raises `nothing`.
+    """
+    pairs = []
+    for image in images:
+        mask = mask_of(image)
+        for path in ((image, mask) if listed_in else (mask,)):
+            if not path.is_file():
+                raise UserError(f"{dataset}: {path} is listed in {listed_in} but does not exist" if listed_in
+                                else f"{dataset}: image {image} has no mask {mask}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise UserError(f"{dataset}: {nothing}")
+    return pairs
+
+
 def list_images(folder: Path) -> list:
     """The image files in `folder`, sorted; a link to nothing is named, not silently dropped."""
     found = []

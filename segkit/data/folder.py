@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.data.common import (IGNORE, DatasetInfo, check_split, default_colors, from_pairs, list_images, read_image,
+from segkit.data.common import (IGNORE, DatasetInfo, pair_files, check_split, default_colors, from_pairs, list_images, read_image,
                          read_index_mask, require_dir, value_lut)
 from segkit.data.common import remap as remap_labels  # `load` has an option named `remap`
 from segkit.errors import UserError
@@ -178,14 +178,8 @@ def load(data_dir=None, split: str = "train", binary: bool | None = None, num_cl
         names = ["background", "foreground"] if is_binary else [f"class{i}" for i in range(count)]
 
     folder = split_dirs[split]
-    pairs = []
-    for image in list_images(folder / "images"):
-        mask = folder / "masks" / f"{image.stem}.png"
-        if not mask.is_file():
-            raise UserError(f"folder: image {image} has no mask {mask}")
-        pairs.append((image, mask))
-    if not pairs:
-        raise UserError(f"folder: no images in {folder / 'images'}")
+    pairs = pair_files("folder", list_images(folder / "images"), lambda image: folder / "masks" / f"{image.stem}.png",
+                       f"no images in {folder / 'images'}")
     if held_out in ("train", "val"):
         every = max(2, round(1 / val_fraction))
         pairs = [p for k, p in enumerate(pairs) if (k % every == every - 1) == (held_out == "val")]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from segkit.data.common import (IGNORE, DatasetInfo, check_split, data_check, from_pairs, read_image, remap, require_dir,
+from segkit.data.common import (IGNORE, DatasetInfo, pair_files, check_split, data_check, from_pairs, read_image, remap, require_dir,
                          value_lut)
 from segkit.errors import UserError
 
@@ -71,16 +71,10 @@ def load(data_dir=None, split: str = "train", cache: bool = True):
     """Load the fixed `split` ("train" or "val", see the module docstring) in sorted id order."""
     root = _root(data_dir)
     check_split(split, SPLITS, "stanford", root)
-    pairs = []
-    for position, image in enumerate(sorted((root / "images").glob("*.jpg"), key=lambda p: p.stem)):
-        if split_of(position) != split:
-            continue
-        mask = root / "labels" / f"{image.stem}.regions.txt"
-        if not mask.is_file():
-            raise UserError(f"stanford: image {image} has no label {mask}")
-        pairs.append((image, mask))
-    if not pairs:
-        raise UserError(f"stanford: no images for split {split!r} in {root / 'images'}")
+    images = [image for position, image in enumerate(sorted((root / "images").glob("*.jpg"), key=lambda p: p.stem))
+              if split_of(position) == split]
+    pairs = pair_files("stanford", images, lambda image: root / "labels" / f"{image.stem}.regions.txt",
+                       f"no images for split {split!r} in {root / 'images'}")
 
     def decode(image_path, mask_path):
         return read_image(image_path), remap(read_regions(mask_path), LUT, mask_path, offset=-1)

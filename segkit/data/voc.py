@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkit.data.common import (IGNORE, DatasetInfo, check_split, from_pairs, read_image, read_index_mask, remap,
+from segkit.data.common import (IGNORE, DatasetInfo, pair_files, check_split, from_pairs, read_image, read_index_mask, remap,
                          require_dir, value_lut)
 from segkit.errors import UserError
 
@@ -111,15 +111,9 @@ def load(data_dir=None, split: str = "train", aug: bool = False, cache: bool | N
     root = find_root(data_dir)
     mask_dir, lists = _layout(root, aug)
     check_split(split, {p.stem for p in lists.glob("*.txt")}, "voc", lists)
-    pairs = []
-    for image_id in _read_ids(lists / f"{split}.txt"):
-        image, mask = root / "JPEGImages" / f"{image_id}.jpg", mask_dir / f"{image_id}.png"
-        for path in (image, mask):
-            if not path.is_file():
-                raise UserError(f"voc: {path} is listed in {lists / (split + '.txt')} but does not exist")
-        pairs.append((image, mask))
-    if not pairs:
-        raise UserError(f"voc: {lists / (split + '.txt')} lists no images")
+    pairs = pair_files("voc", [root / "JPEGImages" / f"{image_id}.jpg" for image_id in _read_ids(lists / f"{split}.txt")],
+                       lambda image: mask_dir / f"{image.stem}.png", f"{lists / (split + '.txt')} lists no images",
+                       listed_in=lists / f"{split}.txt")
 
     def decode(image_path, mask_path):
         return read_image(image_path), remap(read_index_mask(mask_path, ("P", "L")), LUT, mask_path)

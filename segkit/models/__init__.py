@@ -71,7 +71,7 @@ def build_model(name, num_classes, input_shape=(None, None, 3), encoder_weights=
         num_classes: number of output channels (logits).
         input_shape: (H, W, 3); None sizes take any H, W divisible by 32.
         encoder_weights: None / "none", "imagenet", a weights file or, for PRESET_MODELS, a keras-hub
-            preset (see models/weights.py).
+            preset (see segkit/models/weights/).
         **options: the model's own options (`model_options(name)`), e.g. alpha=0.35.
 
     Returns:

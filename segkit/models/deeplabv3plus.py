@@ -118,7 +118,7 @@ def build_deeplabv3plus(
         encoder_weights: None / "none", "imagenet" (the variant's keras-hub ImageNet preset,
             IMAGENET_PRESETS), a keras-hub ResNet preset (a name, a kaggle:// or hf:// handle, or a
             local folder written by `save_to_preset`; a DeepLabV3 preset gives its image encoder), or
-            a weights file (see models/weights.py).
+            a weights file (see segkit/models/weights/).
         variant: the encoder, "resnet18", "resnet50" or "resnet50_v2" (ARCHITECTURES); a preset
             must hold that architecture.
         encoder_trainable: False freezes the encoder.

@@ -28,7 +28,7 @@ def build_mobilenetv2_pix2pix(
     Args:
         num_classes: number of output channels (logits).
         input_shape: (H, W, 3), H and W None or multiples of 32.
-        encoder_weights: None / "none", "imagenet" or a weights file (see models/weights.py).
+        encoder_weights: None / "none", "imagenet" or a weights file (see segkit/models/weights/).
         alpha: MobileNetV2 width multiplier, one of ALPHAS.
         encoder_trainable: False freezes the encoder (its BatchNorms then run in inference mode).
         dropout: Dropout(0.5) in the decoder blocks, as pix2pix's `apply_dropout`.

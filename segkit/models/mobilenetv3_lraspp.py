@@ -56,7 +56,7 @@ def build_mobilenetv3_lraspp(
     Args:
         num_classes: number of output channels (logits).
         input_shape: (H, W, 3), H and W None or multiples of 32.
-        encoder_weights: None / "none", "imagenet" or a weights file (see models/weights.py).
+        encoder_weights: None / "none", "imagenet" or a weights file (see segkit/models/weights/).
         variant: "large" or "small".
         minimalistic: the minimalistic MobileNetV3 (no squeeze-excite, no hard-swish, 3x3 only).
         encoder_trainable: False freezes the encoder.

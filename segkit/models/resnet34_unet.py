@@ -5,8 +5,8 @@ from keras import layers
 
 from segkit.errors import UserError
 from segkit.models.blocks import IMAGENET_MEAN, IMAGENET_STD, SKIPS, check_bool, check_input_shape, check_num_classes
-from segkit.models.blocks import feature_extractor, unet_decoder
-from segkit.models.weights import load_encoder_weights, no_imagenet_message, parse_encoder_weights
+from segkit.models.blocks import encoder_unet, feature_extractor
+from segkit.models.weights import no_imagenet_message, parse_encoder_weights
 
 BLOCKS_PER_STAGE = (3, 4, 6, 3)
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -104,17 +104,6 @@ def build_resnet34_unet(
         raise UserError(no_imagenet_message("resnet34", "keras.applications has none"))
 
     encoder = feature_extractor(resnet34(input_shape), SKIPS["resnet34"])
-    encoder.trainable = encoder_trainable
-
-    inputs = keras.Input(input_shape, name="image")
-    x = layers.Normalization(
-        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_normalise"
-    )(inputs)
-    *skips, x = encoder(x)
-    x = unet_decoder(x, skips[::-1])  # (N, H, W, 16)
-    outputs = layers.Conv2D(num_classes, 3, padding="same", dtype="float32", name="logits")(x)
-    model = keras.Model(inputs, outputs, name="resnet34_unet")
-
-    if weights is not None:
-        print(load_encoder_weights(encoder, weights))
-    return model
+    normalise = layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+                                     name="imagenet_normalise")
+    return encoder_unet("resnet34_unet", num_classes, input_shape, encoder, normalise, weights, encoder_trainable)

@@ -240,7 +240,7 @@ def build_segformer(
         encoder_weights: None / "none", a keras-hub MiT preset (a name such as "mit_b0_ade20k_512",
             a kaggle:// or hf:// handle, or a local folder written by `save_to_preset`; a SegFormer
             preset such as "segformer_b0_ade20k_512" gives its encoder), or a weights file
-            (see models/weights.py). keras-hub has no ImageNet MiT weights.
+            (see segkit/models/weights/). keras-hub has no ImageNet MiT weights.
         variant: "b0" .. "b5" (ARCHITECTURES); a preset must hold that variant's architecture.
         encoder_trainable: False freezes the encoder.
         dropout: True adds SegFormer's stochastic regularisation (drop path, keras-hub's attention

@@ -5,8 +5,8 @@ import numpy as np
 from keras import layers
 
 from segkit.models.blocks import SKIPS, check_bool, check_input_shape, check_num_classes
-from segkit.models.blocks import conv_bn_relu, feature_extractor, unet_decoder
-from segkit.models.weights import keras_application, load_encoder_weights, parse_encoder_weights
+from segkit.models.blocks import conv_bn_relu, encoder_unet, feature_extractor
+from segkit.models.weights import keras_application, parse_encoder_weights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.vgg16.preprocess_input
 
@@ -52,7 +52,7 @@ def build_vgg16_unet(
     Args:
         num_classes: number of output channels (logits).
         input_shape: (H, W, 3), H and W None or multiples of 32.
-        encoder_weights: None / "none", "imagenet" or a weights file (see models/weights.py).
+        encoder_weights: None / "none", "imagenet" or a weights file (see segkit/models/weights/).
         encoder_trainable: False freezes the encoder.
 
     Returns:
@@ -71,18 +71,10 @@ def build_vgg16_unet(
     backbone = keras_application(
         keras.applications.VGG16, "vgg16", weights, input_shape=input_shape, include_top=False
     )
-    encoder = feature_extractor(backbone, SKIPS["vgg16"])
-    encoder.trainable = encoder_trainable
+    encoder = feature_extractor(backbone, SKIPS["vgg16"])  # skips at stride 1..16, then (N, H/32, W/32, 512)
 
-    inputs = keras.Input(input_shape, name="image")
-    x = caffe_preprocess(inputs)
-    *skips, x = encoder(x)  # skips at stride 1..16, x: (N, H/32, W/32, 512)
-    x = conv_bn_relu(x, 512, name="center_a")
-    x = conv_bn_relu(x, 512, name="center_b")
-    x = unet_decoder(x, skips[::-1])  # (N, H, W, 16)
-    outputs = layers.Conv2D(num_classes, 3, padding="same", dtype="float32", name="logits")(x)
-    model = keras.Model(inputs, outputs, name="vgg16_unet")
+    def center(x):
+        return conv_bn_relu(conv_bn_relu(x, 512, name="center_a"), 512, name="center_b")
 
-    if weights not in (None, "imagenet"):
-        print(load_encoder_weights(encoder, weights))
-    return model
+    return encoder_unet("vgg16_unet", num_classes, input_shape, encoder, caffe_preprocess, weights,
+                        encoder_trainable, center=center)

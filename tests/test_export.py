@@ -403,7 +403,8 @@ def test_onnx_for_every_keras_model(name, tmp_path):
     import keras
     import onnxruntime
 
-    from segkit.exporters.onnx import read_metadata, write_onnx
+    from segkit.exporters.onnx import write_onnx
+    from segkit.inference.loading import read_onnx_metadata as read_metadata
     from segkit.exporters.source import Source
 
     model = models.build_model(name, 3, **ONNX_SMALL[name])

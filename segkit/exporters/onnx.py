@@ -88,16 +88,3 @@ def write_onnx(source: Source, path: Path, info: dict | None = None) -> None:
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
-
-def read_metadata(path: Path) -> dict:
-    """The `metadata_props` of an .onnx file, JSON values decoded."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    values = {}
-    for entry in model.metadata_props:
-        try:
-            values[entry.key] = json.loads(entry.value)
-        except ValueError:
-            values[entry.key] = entry.value
-    return values

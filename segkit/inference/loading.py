@@ -68,10 +68,8 @@ def read_info(path: Path) -> dict | None:
             if info is not None:
                 return info
         if path.suffix == ".onnx":  # an ONNX file of ours carries its classes inside (its metadata)
-            from segkit.exporters.onnx import read_metadata
-
             try:
-                info = sidecar.dataset_info(read_metadata(path), path)
+                info = sidecar.dataset_info(read_onnx_metadata(path), path)
             except Exception:  # onnx's own errors for a damaged file: loading it says what is wrong
                 info = None
             if info is not None:
@@ -91,6 +89,20 @@ def read_info(path: Path) -> dict | None:
             if info is not None:
                 return info
     return None
+
+
+def read_onnx_metadata(path: Path) -> dict:
+    """The `metadata_props` of an .onnx file, JSON values decoded."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    values = {}
+    for entry in model.metadata_props:
+        try:
+            values[entry.key] = json.loads(entry.value)
+        except ValueError:
+            values[entry.key] = entry.value
+    return values
 
 
 def find_model_file(run_dir: Path) -> Path:

@@ -5,7 +5,8 @@ from keras import layers
 
 from segkit.errors import UserError
 from segkit.models.blocks import IMAGENET_MEAN, IMAGENET_STD, SKIPS, check_bool, check_input_shape, check_num_classes
-from segkit.models.blocks import encoder_unet, feature_extractor
+from segkit.models.blocks import feature_extractor
+from segkit.models.unet import encoder_unet
 from segkit.models.weights import no_imagenet_message, parse_encoder_weights
 
 BLOCKS_PER_STAGE = (3, 4, 6, 3)

@@ -5,7 +5,8 @@ import numpy as np
 from keras import layers
 
 from segkit.models.blocks import SKIPS, check_bool, check_input_shape, check_num_classes
-from segkit.models.blocks import conv_bn_relu, encoder_unet, feature_extractor
+from segkit.models.blocks import conv_bn_relu, feature_extractor
+from segkit.models.unet import encoder_unet
 from segkit.models.weights import keras_application, parse_encoder_weights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.vgg16.preprocess_input

@@ -57,6 +57,7 @@ def register_with_keras() -> None:
     importlib.import_module("segkit.models")
     importlib.import_module("segkit.losses")
     importlib.import_module("segkit.metrics")
+    importlib.import_module("segkit.training.distill")  # the Distiller of --distill-from checkpoints
 
 
 _WATCHED = ("keras", "tensorflow")  # TensorFlow imports Keras in its own import, and Keras TensorFlow in its

@@ -47,6 +47,9 @@ class TrainConfig:
     loss_lam: float | None = None  # weight of the region term in tversky_cce / dice_cce
     loss_gamma: float | None = None  # focal Tversky exponent
     class_weights: str | None = None  # None | auto | comma-separated floats
+    distill_from: str | None = None  # PATH to a trained .keras model or run folder: the teacher
+    distill_weight: float = 0.5  # weight of the distillation term
+    distill_temperature: float = 1.0
     # optimisation
     epochs: int = 20
     batch_size: int = 8  # per replica
@@ -146,6 +149,10 @@ HELP = {
                    "finer masks for thin objects such as poles and signs)",
     "augment": "photometric augmentation of training crops: standard (brightness, contrast, saturation) or strong "
                "(also gamma, hue, blur and noise, wider ranges: for new streets and light)",
+    "distill_from": "distil from this trained model (.keras file or run folder, same classes): the loss adds its "
+                    "per-pixel class distribution (segkit/training/distill.py)",
+    "distill_weight": "weight of the distillation term, with --distill-from",
+    "distill_temperature": "softmax temperature of the distillation term, with --distill-from",
     "ema": "validate and save an exponential moving average of the weights with this momentum (0: off)",
     "keep": "best: model.keras is the epoch with the best val mIoU; last: the last epoch (no selection on val)",
 }
@@ -346,6 +353,11 @@ def validate(config: TrainConfig) -> None:
         raise UserError(f"data_options must be a mapping of loader options, got {config.data_options!r}")
     if not 0 <= config.ema < 1:
         raise UserError(f"--ema must be in [0, 1) (0: off), got {config.ema}")
+    if not config.distill_weight >= 0 or not config.distill_temperature > 0:
+        raise UserError(f"--distill-weight must be >= 0 and --distill-temperature > 0, got {config.distill_weight}, "
+                        f"{config.distill_temperature}")
+    if config.distill_from and catalog.MODELS.get(config.model) and catalog.MODELS[config.model].loop != "keras":
+        raise UserError(f"--distill-from works with the Keras models; {config.model} trains in its own loop")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:

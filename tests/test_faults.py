@@ -195,7 +195,7 @@ def test_07_inputs_with_the_same_stem_get_their_own_outputs(trained, camvid_dir,
     Image.fromarray(second).save(tmp_path / "b" / "street.jpg", quality=100)
     out = tmp_path / "out"
     done = predict_paths(trained / "model.keras", [tmp_path / "a" / "street.png", tmp_path / "b" / "street.jpg"], out)
-    assert sorted(p.name for p in out.iterdir()) == ["street_jpg_mask.png", "street_jpg_overlay.png",
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["street_jpg_mask.png", "street_jpg_overlay.png",
                                                      "street_png_mask.png", "street_png_overlay.png"]
     assert [str(w[0]) for _, w, _ in done] == [str(out / "street_png_mask.png"), str(out / "street_jpg_mask.png")]
     alone = predict_paths(trained / "model.keras", [tmp_path / "a" / "street.png"], tmp_path / "alone")

@@ -370,3 +370,24 @@ def test_median_frequency_weights_hand_computed():
 def test_bad_input_raises_user_error(call, match):
     with pytest.raises(UserError, match=match):
         call()
+
+
+def test_distillation_term_against_numpy():
+    """T^2 KL(softmax(t/T) || softmax(s/T)) averaged over labelled pixels; label 255 pixels count for nothing."""
+    from segkit.training.distill import distillation_term
+
+    rng = np.random.default_rng(3)
+    student, teacher = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5))
+    labels = rng.integers(0, 5, (2, 3, 4))
+    labels[0, 0] = 255
+    temperature = 2.0
+
+    def log_softmax(x):
+        x = x / temperature
+        return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+
+    kl = (np.exp(log_softmax(teacher)) * (log_softmax(teacher) - log_softmax(student))).sum(-1)
+    expected = temperature ** 2 * kl[labels != 255].mean()
+    got = float(distillation_term(student.astype("float32"), teacher.astype("float32"), labels, temperature))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(distillation_term(teacher, teacher, labels, temperature)) == pytest.approx(0.0, abs=1e-6)

@@ -153,7 +153,7 @@ def test_help_lists_choices_and_one_name_per_meaning():
 
     train_help, predict_help = train.build_parser().format_help(), predict.build_parser().format_help()
     assert "{ddrnet,deeplabv3plus," in train_help and "{cosine,constant,poly}" in train_help
-    assert "{savedmodel,tflite,onnx,keras}" in export.build_parser().format_help()
+    assert "{savedmodel,tflite,onnx,keras,web}" in export.build_parser().format_help()
     assert "--opacity" in predict_help and "--alpha" not in predict_help  # --alpha is MobileNet's width only
     for parser in (train, evaluate, export, verify):
         assert "--data-option" in parser.build_parser().format_help()

@@ -4,6 +4,7 @@ subject (exit codes, one-line errors, SIGKILL and --resume), through the scripts
 
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segkit import models
 from segkit.data import shapes
 from segkit.errors import UserError
 from segkit.inference import predicting, scoring
@@ -426,3 +428,26 @@ def test_data_option_reaches_the_loader(camvid_dir, trained_run):
     assert run_loader_options(stored, dataset="sample") == {}  # another dataset: not the run's options
     with pytest.raises(UserError, match="unknown data option 'aug'"):
         scoring.evaluate_model(trained_run, data_options=["aug=true"])
+
+
+def test_distillation_trains_a_student_and_resumes(trained_run, camvid_dir, tmp_path):
+    """--distill-from: the run logs the distillation term, its model.keras is the student alone (its own size,
+    a plain Keras file), and a stopped run resumes from a checkpoint that holds student and teacher."""
+    import keras
+
+    from segkit.training import loop_keras
+
+    config = tiny_config(camvid_dir, epochs=1, steps_per_epoch=2, num_samples=0, alpha=0.5,
+                         distill_from=str(trained_run), distill_weight=1.0, distill_temperature=2.0,
+                         run_dir=str(tmp_path / "student"))
+    result = trainer.train(config)
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert float(rows[0]["distill"]) > 0 and math.isfinite(float(rows[0]["loss"]))
+    student = keras.saving.load_model(result.run_dir / "model.keras")
+    assert student.name == "mobilenetv2_pix2pix" and student.count_params() == models.build_model(
+        "mobilenetv2_pix2pix", 11, alpha=0.5).count_params()
+    checkpoint = loop_keras.load_checkpoint(run_folder.latest_checkpoint(result.run_dir)[1])
+    assert checkpoint.teacher.count_params() > 0 and not checkpoint.teacher.trainable
+    assert trainer.resume(result.run_dir, epochs=2).epochs == 2
+    with pytest.raises(UserError, match="predicts 11 classes; this run's data has 4"):
+        loop_keras.load_teacher(str(trained_run), 4)

@@ -23,6 +23,7 @@ from segkit.errors import UserError
 from segkit import runtime
 from segkit.training import batchnorm
 from segkit.inference.loading import check_keras_file, load_model
+from segkit.training.distill import Distiller
 from segkit.training.recorder import RunRecorder
 from segkit.training.schedule import current_lr, learning_rate
 
@@ -38,6 +39,9 @@ def build_and_compile(config, info, steps, weights):
                                **config.model_options())
     if config.init_from:
         init_weights(model, config.init_from)
+    if config.distill_from:
+        model = Distiller(model, load_teacher(config.distill_from, info.num_classes), config.distill_weight,
+                          config.distill_temperature, ignore_index=data.IGNORE)
     # loss and metrics
     loss = losses.get_loss(config.loss, info.num_classes, ignore_index=data.IGNORE, class_weights=weights,
                            **config.loss_params())
@@ -68,6 +72,21 @@ def init_weights(model, source: str) -> None:
     print(f"initialised {len(ours)} weight arrays from {path}")
 
 
+def load_teacher(source: str, num_classes: int):
+    """The Keras model at `source` (a .keras file or a run folder), as a teacher for `num_classes` classes."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file() or path.suffix != ".keras":
+        raise UserError(f"--distill-from {source!r}: no .keras model there (give a .keras file or a run folder)")
+    teacher = load_model(path, flag="--distill-from").keras_model
+    outputs = teacher.outputs[0].shape[-1]
+    if outputs != num_classes:
+        raise UserError(f"--distill-from {source!r} predicts {outputs} classes; this run's data has {num_classes}")
+    print(f"distilling from {path} ({teacher.count_params():,} parameters)")
+    return teacher
+
+
 def load_checkpoint(path: Path):
     """The compiled model of a `.keras` checkpoint (weights, optimizer state, loss and metrics)."""
     check_keras_file(path, "checkpoint")
@@ -78,10 +97,10 @@ def load_checkpoint(path: Path):
                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
 
 
-def weights_to_keep(model) -> list:
+def weights_to_keep(model, optimizer=None) -> list:
     """`model.get_weights()`, with the optimizer's moving averages in place of the trainable weights
     when it keeps them (`--ema`); BatchNorm statistics stay those of the current weights."""
-    optimizer = getattr(model, "optimizer", None)
+    optimizer = optimizer or getattr(model, "optimizer", None)
     if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_model_variables_moving_average", None):
         return model.get_weights()
     averages = {id(v): a for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
@@ -90,9 +109,12 @@ def weights_to_keep(model) -> list:
 
 def save_model(model, path: Path) -> None:
     """Save the model without optimizer state (a third of the size; Keras 3 always includes it
-    for a compiled model)."""
+    for a compiled model); of a Distiller, the student alone."""
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(model, Distiller):
+        model = model.student
     clone = model.__class__.from_config(model.get_config())  # not clone_model: that compiles the copy
-    clone.set_weights(weights_to_keep(model))
+    clone.set_weights(weights_to_keep(model, optimizer))
     clone.save(path)
 
 

@@ -54,14 +54,19 @@ def build_and_compile(config, info, steps, weights):
     return model
 
 
-def init_weights(model, source: str) -> None:
-    """Copy every weight of the model at `source` (a .keras file or a run folder) into `model`."""
+def keras_model_at(source: str, flag: str):
+    """(path, keras.Model) of the .keras file `source` names, or of a run folder's model.keras."""
     path = Path(source)
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file() or path.suffix != ".keras":
-        raise UserError(f"--init-from {source!r}: no .keras model there (give a .keras file or a run folder)")
-    src = load_model(path, flag="--init-from").keras_model
+        raise UserError(f"{flag} {source!r}: no .keras model there (give a .keras file or a run folder)")
+    return path, load_model(path, flag=flag).keras_model
+
+
+def init_weights(model, source: str) -> None:
+    """Copy every weight of the model at `source` (a .keras file or a run folder) into `model`."""
+    path, src = keras_model_at(source, "--init-from")
     theirs, ours = src.get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
         out_src, out_ours = src.outputs[0].shape[-1], model.outputs[0].shape[-1]
@@ -74,12 +79,7 @@ def init_weights(model, source: str) -> None:
 
 def load_teacher(source: str, num_classes: int):
     """The Keras model at `source` (a .keras file or a run folder), as a teacher for `num_classes` classes."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file() or path.suffix != ".keras":
-        raise UserError(f"--distill-from {source!r}: no .keras model there (give a .keras file or a run folder)")
-    teacher = load_model(path, flag="--distill-from").keras_model
+    path, teacher = keras_model_at(source, "--distill-from")
     outputs = teacher.outputs[0].shape[-1]
     if outputs != num_classes:
         raise UserError(f"--distill-from {source!r} predicts {outputs} classes; this run's data has {num_classes}")

@@ -42,6 +42,7 @@ def test_run_folder_describes_itself(trained_run):
     assert config["config"]["image_size"] == [64, 64]
     assert config["dataset_info"]["class_names"][:2] == ["Sky", "Building"]
     assert set(config["versions"]) >= {"tensorflow", "keras", "numpy", "python"}
+    assert config["fused_batchnorm"] is True  # the BatchNorm kernel the run trained with is on record
     rows = list(csv.DictReader(open(trained_run / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     for key in ("loss", "val_loss", "val_miou", "lr", "train_images_per_sec"):

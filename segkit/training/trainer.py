@@ -20,7 +20,7 @@ import keras
 
 from segkit import catalog, data, fileio, runtime
 from segkit.errors import UserError
-from segkit.training import loop_keras, loop_tf, run_folder
+from segkit.training import batchnorm, loop_keras, loop_tf, run_folder
 from segkit.config import TrainConfig, validate
 from segkit.training.splits import make_splits
 
@@ -86,6 +86,9 @@ def _train(config: TrainConfig, run: run_folder.Run) -> TrainResult:
             fileio.write_json(run.dir / "config.json", {
                 "config": config.to_json(), "dataset_info": splits.info.to_dict(),
                 "class_weights": splits.class_weights, "precision_policy": policy,
+                # BatchNormalization's training kernel (segkit.training.batchnorm): TensorFlow's fused one, or
+                # Keras' own (SEGKIT_FUSED_BN=off); the Keras loop only.
+                "fused_batchnorm": catalog.model(config.model).loop == "keras" and batchnorm.enabled(),
                 "replicas": run.strategy.num_replicas_in_sync, "workers": runtime.worker_info()["num_workers"],
                 "data_sharding": splits.sharding, "val_data_sharding": splits.val_sharding,
                 "num_train_images": splits.num_train, "steps_per_epoch": splits.steps,

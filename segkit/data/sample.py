@@ -1,6 +1,6 @@
-"""The CamVid subset bundled with the repo (data/sample/camvid), in the SegNet layout.
+"""The CamVid subset bundled in the package (segkit/data/sample/camvid), in the SegNet layout.
 
-96 train and 32 val frames at half resolution (180x240), rebuilt by `python -m data.make_sample`.
+96 train and 32 val frames at half resolution (180x240), rebuilt by `python -m segkit.data.make_sample`.
 Data: CamVid (Brostow, Fauqueur, Cipolla 2009), research use; see README.
 """
 

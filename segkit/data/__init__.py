@@ -12,7 +12,7 @@ import math
 import os
 import typing
 
-# Before TensorFlow is first imported: for `python -m data.verify` this package is imported before the
+# Before TensorFlow is first imported: for `segkit verify` this package is imported before the
 # module, and TF's C++ warnings about each failed data check would repeat our one-line messages.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

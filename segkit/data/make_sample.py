@@ -1,6 +1,6 @@
 """Rebuild the bundled sample (segkit/data/sample/camvid) from the full CamVid SegNet split.
 
-    python -m data.make_sample --src ../shared/datasets/camvid
+    python -m segkit.data.make_sample --src ../shared/datasets/camvid
 
 Takes evenly spaced frames (so every sequence is represented), halves their size
 (images with area averaging, saved as JPEG quality 90; labels with nearest neighbour,

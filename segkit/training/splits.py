@@ -95,7 +95,7 @@ def check_labelled(train_raw, info, num_train: int, data_dir=None) -> None:
             return
     raise UserError(f"{info.name}/{info.split}: none of its {num_train} masks has a labelled pixel (all are "
                     f"void / ignore {info.ignore_index}); training would learn nothing. Check its label files "
-                    f"(python -m data.verify --dataset {info.name}"
+                    f"(segkit verify --dataset {info.name}"
                     + (f" --data-dir {data_dir}" if data_dir else "") + f" --split {info.split})")
 
 

@@ -48,9 +48,12 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def open_page(url: str, frame_url: str | None = None, runs: int = 1, screenshot: Path | None = None) -> dict:
+def open_page(url: str, frame_url: str | None = None, runs: int = 1, screenshot: Path | None = None,
+              action: str = "") -> dict:
+    import os
+
     args = ["node", str(PAGE), url, frame_url or "", str(runs), *([str(screenshot)] if screenshot else [])]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "PAGE_ACTION": action})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -79,11 +82,17 @@ def agreement_with_segkit(site: Path, result: dict) -> float:
     return float(np.mean(browser == ours))
 
 
-@browser
-def test_int8_site_in_chromium_agrees_with_segkit(server, tmp_path):
+@pytest.fixture(scope="module")
+def int8_site(server):
     root, base = server
     site = root / "int8"
     export_site(ROOT / "pretrained" / "camvid_realtime_int8.tflite", site)
+    return site, f"{base}/int8"
+
+
+@browser
+def test_int8_site_in_chromium_agrees_with_segkit(int8_site, tmp_path):
+    site, url = int8_site
     assert {"index.html", "app.js", "style.css", "model.tflite", "model.json", "labels.json"} <= {
         p.name for p in site.iterdir()}
     assert (site / "mediapipe" / "wasm" / "vision_wasm_internal.wasm").stat().st_size > 1e6
@@ -91,7 +100,7 @@ def test_int8_site_in_chromium_agrees_with_segkit(server, tmp_path):
     assert labels["class_names"][0] == "Sky" and labels["input_size"] == [360, 480]
     frame_png(site, labels["input_size"])
     shot = tmp_path / "page.png"
-    out = open_page(f"{base}/int8/", f"{base}/int8/frame.png", runs=2, screenshot=shot)
+    out = open_page(f"{url}/", f"{url}/frame.png", runs=2, screenshot=shot)
     assert out["ready"] and out["error"] is None, out
     assert agreement_with_segkit(site, out["result"]) >= 0.97
     assert shot.stat().st_size > 10_000
@@ -109,6 +118,27 @@ def test_float_site_from_a_keras_model(server):
     out = open_page(f"{base}/float/", f"{base}/float/frame.png")
     assert out["ready"], out
     assert agreement_with_segkit(site, out["result"]) >= 0.99
+
+
+@browser
+def test_webcam_and_video_files_stream_through_the_page(int8_site, tmp_path):
+    """The webcam (Chromium's fake camera) and a video file opened in the page are segmented frame after frame,
+    with the time per frame shown."""
+    import cv2
+
+    site, url = int8_site
+    out = open_page(f"{url}/", action="webcam")
+    assert out["stream"]["frames"] >= 5 and out["stream"]["source"] == "VIDEO", out
+    assert "ms per frame" in out["stream"]["timing"] and out["stream"]["error"] is None
+    clip = tmp_path / "clip.webm"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), 5, (240, 180))
+    frame = np.asarray(Image.open(FRAME).convert("RGB"))[..., ::-1]
+    for k in range(10):
+        writer.write(np.ascontiguousarray(np.roll(frame, 4 * k, axis=1)))
+    writer.release()
+    assert clip.stat().st_size > 1000, "OpenCV wrote no VP8 video here"
+    out = open_page(f"{url}/", action=f"video:{clip}")
+    assert out["stream"]["frames"] >= 5 and out["stream"]["size"] == [180, 240], out
 
 
 @browser

@@ -18,7 +18,7 @@ COMMANDS = {
     "train": "train a model into a run folder",
     "evaluate": "score a model on a dataset split",
     "predict": "segment images, folders and videos",
-    "export": "write a SavedModel, TFLite, ONNX or .keras file, checked against the source",
+    "export": "write a SavedModel, TFLite, ONNX, .keras file or web site, checked against the source",
     "verify": "check a dataset's files and class pixels before training",
 }
 

@@ -166,8 +166,9 @@ class Predictor:
         the float logits give, without making them. None where the general path is needed."""
         plain = options.get("tta", "none") == "none" and tuple(options.get("scales") or (1.0,)) == (1.0,)
         if not (plain and self.kind == "tflite" and self.fixed_size is not None
-                and images.shape[1:3] == tuple(self.fixed_size) and hasattr(self.batch_fn, "labels")):
-            return None
+                and images.shape[1:3] == tuple(self.fixed_size) and hasattr(self.batch_fn, "labels")
+                and getattr(self.batch_fn, "output_size", None) == tuple(self.fixed_size)):
+            return None  # another size, several views, or a file whose logits are at the model's stride
         return self.batch_fn.labels(self._pixels_like_mediapipe(images))
 
     def _sliding(self, image: np.ndarray, window) -> np.ndarray:

@@ -160,6 +160,8 @@ def tflite_batch_fn(path: Path, num_threads: int | None = None, runtime: str | N
 
     run.interpreter = interpreter
     run.labels = labels
+    out_shape = out.get("shape_signature", out["shape"])
+    run.output_size = None if fixed is None else (int(out_shape[1]), int(out_shape[2]))
     return run, fixed
 
 

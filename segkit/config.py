@@ -30,6 +30,8 @@ class TrainConfig:
     scale_min: float = 0.5  # random scale range for training crops
     scale_max: float = 2.0
     augment: str = "standard"  # photometric augmentation: standard | strong
+    paste_classes: str | None = None  # comma-separated class names (or indices) to copy-paste between images
+    paste_prob: float = 0.5  # share of training images that receive them
     # model
     model: str = "mobilenetv2_pix2pix"
     encoder_weights: str = "none"  # none | imagenet | PATH
@@ -149,6 +151,9 @@ HELP = {
                    "finer masks for thin objects such as poles and signs)",
     "augment": "photometric augmentation of training crops: standard (brightness, contrast, saturation) or strong "
                "(also gamma, hue, blur and noise, wider ranges: for new streets and light)",
+    "paste_classes": "copy-paste these classes (comma-separated names or indices, e.g. Pole,SignSymbol,Fence) "
+                     "from one training crop into the next of its batch, at the same place (default: none)",
+    "paste_prob": "share of training crops that receive the pasted classes, with --paste-classes",
     "distill_from": "distil from this trained model (.keras file or run folder, same classes): the loss adds its "
                     "per-pixel class distribution (segkit/training/distill.py)",
     "distill_weight": "weight of the distillation term, with --distill-from",
@@ -358,6 +363,8 @@ def validate(config: TrainConfig) -> None:
                         f"{config.distill_temperature}")
     if config.distill_from and catalog.MODELS.get(config.model) and catalog.MODELS[config.model].loop != "keras":
         raise UserError(f"--distill-from works with the Keras models; {config.model} trains in its own loop")
+    if not 0 <= config.paste_prob <= 1:
+        raise UserError(f"--paste-prob must be between 0 and 1, got {config.paste_prob}")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:

@@ -642,3 +642,47 @@ def test_training_stream_starts_anywhere():
     assert len(set(order[:9])) == 9 and len(set(order[9:18])) == 9 and order[:9] != order[9:18]
     other = [b for b in training_stream(ds, batch_size=3, image_size=(8, 8), seed=5).take(1)]
     assert not np.array_equal(other[0][0].numpy(), whole[0][0].numpy())
+
+
+def test_paste_classes_copies_the_chosen_pixels_from_the_previous_image():
+    """Copy-paste: with probability 1 image i takes exactly the chosen classes' pixels (image and label) of
+    image i - 1 at the same place; with probability 0 nothing changes; the stream's pasted batches are the
+    same whichever batch it starts at, and names are resolved against the dataset's classes."""
+    from types import SimpleNamespace
+
+    from segkit.data.pipeline import paste_classes, training_stream
+    from segkit.training.splits import paste_option
+
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 4, (3, 5, 6)).astype(np.int32)
+    masks[0, 0, 0] = IGNORE
+    images = rng.random((3, 5, 6, 3), dtype=np.float32)
+    seed = tf.constant([7, 0], tf.int64)
+    out_images, out_masks = (t.numpy() for t in paste_classes(tf.constant(images), tf.constant(masks), (1, 3), 1.0, seed))
+    for i in range(3):
+        donor = (i - 1) % 3
+        take = np.isin(masks[donor], (1, 3))
+        np.testing.assert_array_equal(out_masks[i], np.where(take, masks[donor], masks[i]))
+        np.testing.assert_array_equal(out_images[i], np.where(take[..., None], images[donor], images[i]))
+    same = paste_classes(tf.constant(images), tf.constant(masks), (1, 3), 0.0, seed)
+    np.testing.assert_array_equal(same[1].numpy(), masks)
+    single = paste_classes(tf.constant(images[:1]), tf.constant(masks[:1]), (1, 3), 1.0, seed)
+    np.testing.assert_array_equal(single[1].numpy(), masks[:1])
+
+    ds = tf.data.Dataset.from_tensor_slices((rng.random((9, 8, 8, 3), dtype=np.float32),
+                                             rng.integers(0, 4, (9, 8, 8)).astype(np.int32)))
+    options = dict(batch_size=3, image_size=(8, 8), seed=2, paste=((2,), 0.5))
+    whole = [b for b in training_stream(ds, **options).take(6)]
+    later = [b for b in training_stream(ds, start_batch=4, **options).take(2)]
+    for (i1, m1), (i2, m2) in zip(whole[4:], later):
+        np.testing.assert_array_equal(i1.numpy(), i2.numpy())
+        np.testing.assert_array_equal(m1.numpy(), m2.numpy())
+    plain = [b for b in training_stream(ds, batch_size=3, image_size=(8, 8), seed=2).take(6)]
+    share2 = lambda batches: np.mean([np.mean(m.numpy() == 2) for _, m in batches])
+    assert share2(whole) > share2(plain)  # class 2 gained pixels; the other pixels came from the same crops
+
+    info = SimpleNamespace(name="camvid", class_names=["Sky", "Building", "Pole"], num_classes=3)
+    config = SimpleNamespace(paste_classes="pole, 1", paste_prob=0.25)
+    assert paste_option(config, info) == ((1, 2), 0.25)
+    with pytest.raises(UserError, match="'Tree' is not a class of camvid"):
+        paste_option(SimpleNamespace(paste_classes="Pole,Tree", paste_prob=0.5), info)

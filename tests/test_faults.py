@@ -714,6 +714,7 @@ def test_p3_resume_refuses_data_whose_classes_changed(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train.py", "--epochs", "100000000000000000000"], "--epochs must be between 1 and 100000"),
     (["train.py", "--seed", "-1"], "--seed must be between 0 and 2147483647"),
+    (["train.py", "--paste-prob", "2"], "--paste-prob must be between 0 and 1"),
     (["train.py", "--data-option", "cache=maybe"], "cache='maybe' must be true or false"),
     (["train.py", "--dataset", "folder", "--data-dir", ".", "--data-option", "remap=no!"], "must be true or false"),
     (["predict.py", "--model", "m.keras", "x.png", "--opacity", "5"], "--opacity: must be from 0.0 to 1.0"),

@@ -11,7 +11,8 @@ at their own size into batches a model can take:
   `training_stream` is the endless version a training run reads: pass p is shuffled with a seed
   of (seed, p) and example i of it is augmented with the seed (seed, p * N + i), so batch k is the
   same whichever batch the stream starts at, and a resumed run sees exactly the batches of a run
-  that was never stopped.
+  that was never stopped. With `paste=(class_ids, prob)` each batch then goes through `paste_classes`
+  (copy-paste of chosen classes between the images of a batch), seeded by its place in the stream.
 - evaluation: no randomness. With `image_size` the pair is resized (mask nearest);
   without it each pair is padded on the bottom/right to a multiple of 32 (mask 255),
   so the model sees every pixel at its own resolution and padding is ignored.
@@ -119,6 +120,20 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
     return image, mask
 
 
+def paste_classes(images, masks, class_ids, prob, seed):
+    """Copy-paste within a batch: image i takes, with probability `prob`, every pixel of `class_ids` (with its
+    label) from image i - 1 of the batch (the last image gives to the first), at the same place.
+
+    Thin classes (poles, signs, fences) then appear in front of other streets and backgrounds than the few
+    they were filmed against, and the network cannot lean on their usual surroundings. `images` (B, H, W, 3),
+    `masks` (B, H, W) int32, `seed` a shape-[2] int tensor; a batch of one is returned unchanged."""
+    donor_images, donor_masks = tf.roll(images, 1, axis=0), tf.roll(masks, 1, axis=0)
+    chosen = tf.reduce_any(donor_masks[..., None] == tf.constant(class_ids, tf.int32), axis=-1)
+    apply = tf.random.stateless_uniform(tf.shape(masks)[:1], seed) < prob
+    take = chosen & apply[:, None, None] & (tf.shape(masks)[0] > 1)
+    return tf.where(take[..., None], donor_images, images), tf.where(take, donor_masks, masks)
+
+
 def _train_example(image, mask, pair_seed, image_size, scale_range, augment_data, strength="standard"):
     if augment_data:
         return augment(image, mask, pair_seed, image_size, scale_range, strength=strength)
@@ -149,7 +164,7 @@ def prepare(ds: tf.data.Dataset, *, training: bool, batch_size: int, image_size=
 
 def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: int = 0, scale_range=(0.5, 2.0),
                     start_batch: int = 0, shuffle_buffer: int = 1000, augment_data: bool = True,
-                    strength: str = "standard") -> tf.data.Dataset:
+                    strength: str = "standard", paste=None) -> tf.data.Dataset:
     """Endless training batches, starting at batch `start_batch` of the stream (see the module docstring).
 
     Every pass over `ds` yields len(ds) // batch_size full batches (the rest of the pass is dropped), so
@@ -179,7 +194,17 @@ def training_stream(ds: tf.data.Dataset, *, batch_size: int, image_size, seed: i
             lambda example, position: _train_example(*example, tf.stack([seed, index * count + position]),
                                                      image_size, scale_range, augment_data, strength),
             num_parallel_calls=AUTOTUNE, deterministic=True)
-        return examples.batch(batch_size, drop_remainder=True)
+        batches = examples.batch(batch_size, drop_remainder=True)
+        if paste:
+            class_ids, prob = paste
+            first = skip_examples // batch_size
+            numbered_batches = tf.data.Dataset.zip((batches, tf.data.Dataset.range(first, 2 ** 62)))
+            # the batch's own seed pair: (seed, pass * per_pass + k) on a stream apart from the examples'
+            batches = numbered_batches.map(
+                lambda batch, k: paste_classes(*batch, class_ids, prob,
+                                               tf.stack([seed + 0x5EED, index * per_pass + k])),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+        return batches
 
     passes = tf.data.Dataset.range(first_pass, 2 ** 62).map(
         lambda index: (index, tf.where(index == first_pass, tf.constant(skip * batch_size, tf.int64), 0)))

@@ -40,6 +40,24 @@ class Splits:
     val_info: data.DatasetInfo | None = None  # the validation split's (its file list names bad files)
 
 
+def paste_option(config, info):
+    """(class ids, probability) for training_stream's copy-paste, or None; --paste-classes names classes by
+    name (any case) or index."""
+    if not config.paste_classes:
+        return None
+    names = {name.lower(): i for i, name in enumerate(info.class_names)}
+    ids = []
+    for item in (part.strip() for part in config.paste_classes.split(",")):
+        if item.isdigit() and int(item) < info.num_classes:
+            ids.append(int(item))
+        elif item.lower() in names:
+            ids.append(names[item.lower()])
+        else:
+            raise UserError(f"--paste-classes: {item!r} is not a class of {info.name} (its classes: "
+                            f"{', '.join(info.class_names)}; or an index 0-{info.num_classes - 1})")
+    return tuple(sorted(set(ids))), float(config.paste_prob)
+
+
 def class_weights(config, train_raw, info):
     """None, the median-frequency weights over `train_raw` ("auto"), or the numbers given."""
     if config.class_weights is None:
@@ -149,7 +167,8 @@ def make_splits(config, replicas: int, start_epoch: int = 0) -> Splits:
         val_part, val_sharding = worker_share(config, workers, config.val_split, val_raw)
         train_ds = training_stream(train_part, batch_size=global_batch, image_size=config.image_size,
                                    seed=config.seed, scale_range=(config.scale_min, config.scale_max),
-                                   start_batch=start_epoch * steps, strength=config.augment)
+                                   start_batch=start_epoch * steps, strength=config.augment,
+                                   paste=paste_option(config, info))
         val_ds = prepare(val_part, training=False, batch_size=global_batch, image_size=config.val_image_size)
         weights = class_weights(config, train_raw, info)  # from every file, so all workers use the same weights
         sample_images, sample_masks = sample_batch(val_raw, config.num_samples)

@@ -67,7 +67,7 @@ DATASETS = ("camvid", "cityscapes", "folder", "pets", "sample", "shapes", "stanf
 LOSSES = ("bce", "bce_dice", "cce", "dice", "dice_cce", "focal_tversky", "ohem_cce", "tversky", "tversky_cce")
 
 # --variant: each model's own.
-VARIANTS = {"mobilenetv3_lraspp": ("large", "small"), "ddrnet": ("tiny", "slim", "23"),
+VARIANTS = {"mobilenetv3_lraspp": ("large", "small"), "ddrnet": ("nano", "tiny", "slim", "23"),
             "deeplabv3plus": ("resnet18", "resnet50", "resnet50_v2"),
             "segformer": ("b0", "b1", "b2", "b3", "b4", "b5")}
 

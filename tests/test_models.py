@@ -240,6 +240,14 @@ def test_resnet34_layout_and_parameter_count():
     assert sum(int(np.prod(w.shape)) for w in encoder.trainable_weights) == 21_284_672
 
 
+def test_ddrnet_variants_scale_the_widths():
+    """nano, tiny, slim and 23 share one graph; the convolutions' parameters grow with the square of the widths
+    (nano, half of slim's widths, has about a quarter of its parameters)."""
+    counts = {v: build_model("ddrnet", 11, (64, 96, 3), variant=v).count_params() for v in ("nano", "tiny", "slim")}
+    assert counts["slim"] == 5_715_243 and counts["tiny"] == 3_222_563 and counts["nano"] == 1_439_131
+    assert 0.24 < counts["nano"] / counts["slim"] < 0.26
+
+
 def test_ddrnet_head_stride():
     """The classifier runs at stride 8 (the paper's head) or at stride 4, where the stem's features join; the
     stride-8 model keeps its layer names, so files saved before the option existed still load."""

@@ -29,7 +29,7 @@ class TrainConfig:
     val_image_size: tuple | None = None  # None: validate at native size, padded to a multiple of 32
     scale_min: float = 0.5  # random scale range for training crops
     scale_max: float = 2.0
-    augment: str = "standard"  # photometric augmentation: standard | strong
+    augment: str = "standard"  # photometric augmentation: standard | strong | colour
     paste_classes: str | None = None  # comma-separated class names (or indices) to copy-paste between images
     paste_prob: float = 0.5  # share of training images that receive them
     # model
@@ -150,7 +150,8 @@ HELP = {
     "head_stride": "ddrnet: 8 (the paper's head, default) or 4 (the stem's stride-4 features join the head: "
                    "finer masks for thin objects such as poles and signs)",
     "augment": "photometric augmentation of training crops: standard (brightness, contrast, saturation) or strong "
-               "(also gamma, hue, blur and noise, wider ranges: for new streets and light)",
+               "(also gamma, hue, blur and noise, wider ranges: for new streets and light) or colour (strong without the blur "
+               "and noise)",
     "paste_classes": "copy-paste these classes (comma-separated names or indices, e.g. Pole,SignSymbol,Fence) "
                      "from one training crop into the next of its batch, at the same place (default: none)",
     "paste_prob": "share of training crops that receive the pasted classes, with --paste-classes",

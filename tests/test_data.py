@@ -460,6 +460,15 @@ def test_strong_augment_changes_only_the_colours():
         for s in change:
             change[s].append(float(np.mean(np.abs(outputs[s][0].numpy() - plain))))
     assert np.mean(change["strong"]) > 1.3 * np.mean(change["standard"]) > 0
+    # "colour" is strong without the blur and noise: where neither was drawn the two are the same image.
+    same = 0
+    for seed in range(24):
+        key = tf.constant([seed, 3], tf.int64)
+        strong, colour = (augment(tf.constant(image), tf.constant(mask), key, image_size=(40, 56), strength=s)[0].numpy()
+                          for s in ("strong", "colour"))
+        assert 0.0 <= colour.min() and colour.max() <= 1.0
+        same += np.array_equal(strong, colour)
+    assert 0 < same < 24
     # The blur is a normalised Gaussian: a flat image stays flat, a single bright pixel spreads symmetrically.
     flat = tf.fill((9, 9, 3), 0.5)
     np.testing.assert_allclose(gaussian_blur(flat, tf.constant(1.0)).numpy(), 0.5, atol=1e-6)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from segkit.catalog import MULTIPLE
+from segkit.catalog import AUGMENTS, MULTIPLE  # noqa: F401  (AUGMENTS: the choices of --augment)
 from segkit.data.common import AUTOTUNE, IGNORE
 
 
@@ -47,9 +47,6 @@ def pad_to_multiple(image, mask, multiple: int = MULTIPLE):
     return pad_pair(image, mask, (h + multiple - 1) // multiple * multiple, (w + multiple - 1) // multiple * multiple)
 
 
-AUGMENTS = ("standard", "strong")
-
-
 def gaussian_blur(image, sigma):
     """`image` (H, W, 3) blurred by a separable 7-tap Gaussian of standard deviation `sigma` (a scalar tensor),
     edges padded by reflection."""
@@ -62,11 +59,12 @@ def gaussian_blur(image, sigma):
     return x[0]
 
 
-def strong_photometric(image, seed):
+def strong_photometric(image, seed, blur_and_noise=True):
     """Photometric changes for frames of a street, a light or a camera not seen in training (CamVid's dusk
     sequence, a new town): gamma 0.67-1.5 (log-uniform), brightness +-0.2, contrast and saturation 0.7-1.3,
     hue +-0.03, then in 30% of images a Gaussian blur (sigma 0.3-1.5) and in 30% Gaussian noise (std up to
-    0.04). `seed` is a shape-[2] int tensor; values stay in [0, 1]."""
+    0.04). `seed` is a shape-[2] int tensor; values stay in [0, 1]. Without `blur_and_noise` ("colour") the
+    colour changes alone, with the same random numbers."""
     seeds = tf.random.experimental.stateless_split(seed, num=10)
     gamma = tf.exp(tf.random.stateless_uniform([], seeds[0], -0.405, 0.405))
     image = tf.pow(tf.clip_by_value(image, 0.0, 1.0), gamma)
@@ -75,6 +73,8 @@ def strong_photometric(image, seed):
     image = tf.image.stateless_random_saturation(image, 0.7, 1.3, seeds[3])
     image = tf.image.stateless_random_hue(image, 0.03, seeds[4])
     image = tf.clip_by_value(image, 0.0, 1.0)
+    if not blur_and_noise:
+        return image
     blur = tf.random.stateless_uniform([], seeds[5]) < 0.3
     sigma = tf.random.stateless_uniform([], seeds[6], 0.3, 1.5)
     image = tf.cond(blur, lambda: gaussian_blur(image, sigma), lambda: image)
@@ -89,7 +89,8 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
     """Random scale + crop to `image_size`, flip and colour jitter; `seed` is a shape-[2] int tensor.
 
     `strength` "standard": brightness +-0.15, contrast and saturation 0.8-1.2; "strong": `strong_photometric`
-    instead (the geometry, and its random numbers, are the same for both)."""
+    instead; "colour": its colour changes without the blur and noise (the geometry, and its random numbers,
+    are the same for all three)."""
     seeds = tf.random.experimental.stateless_split(seed, num=8)
     crop_h, crop_w = image_size
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -108,8 +109,8 @@ def augment(image, mask, seed, image_size, scale_range=(0.5, 2.0), flip=True, ji
         do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
         image = tf.cond(do_flip, lambda: tf.reverse(image, [1]), lambda: image)
         mask = tf.cond(do_flip, lambda: tf.reverse(mask, [1]), lambda: mask)
-    if jitter and strength == "strong":
-        image = strong_photometric(image, seeds[7])
+    if jitter and strength in ("strong", "colour"):
+        image = strong_photometric(image, seeds[7], blur_and_noise=strength == "strong")
     elif jitter:
         image = tf.image.stateless_random_brightness(image, 0.15, seeds[4])
         image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[5])

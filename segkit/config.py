@@ -171,9 +171,10 @@ CHOICES = {
     "lr_schedule": catalog.LR_SCHEDULES, "precision": catalog.PRECISIONS, "strategy": catalog.STRATEGIES,
     "keep": catalog.KEEP, "augment": catalog.AUGMENTS, "head_stride": (8, 4),
 }
-# Bounds of the integer fields (inclusive): a value past them is a typo, not a plan.
+# Bounds of numeric fields (inclusive): a value past them is a typo, not a plan.
 BOUNDS = {"epochs": (1, 100_000), "batch_size": (1, 65_536), "steps_per_epoch": (1, 100_000_000),
-          "patience": (0, 100_000), "num_samples": (0, 256), "seed": (0, 2 ** 31 - 1), "base_filters": (1, 4096)}
+          "patience": (0, 100_000), "num_samples": (0, 256), "seed": (0, 2 ** 31 - 1), "base_filters": (1, 4096),
+          "paste_prob": (0, 1)}
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -364,8 +365,6 @@ def validate(config: TrainConfig) -> None:
                         f"{config.distill_temperature}")
     if config.distill_from and catalog.MODELS.get(config.model) and catalog.MODELS[config.model].loop != "keras":
         raise UserError(f"--distill-from works with the Keras models; {config.model} trains in its own loop")
-    if not 0 <= config.paste_prob <= 1:
-        raise UserError(f"--paste-prob must be between 0 and 1, got {config.paste_prob}")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:

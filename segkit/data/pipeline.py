@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from segkit.catalog import AUGMENTS, MULTIPLE  # noqa: F401  (AUGMENTS: the choices of --augment)
+from segkit.catalog import MULTIPLE
 from segkit.data.common import AUTOTUNE, IGNORE
 
 

@@ -120,7 +120,7 @@ def build_ddrnet(
     variant="slim",
     head_stride=8,
 ):
-    """DDRNet-23 (`variant="23"`, 20 M parameters), DDRNet-23-slim (`"slim"`, 5.7 M) tiny (`"tiny"`, 3/4 of
+    """DDRNet-23 (`variant="23"`, 20 M parameters), DDRNet-23-slim (`"slim"`, 5.7 M), tiny (`"tiny"`, 3/4 of
     slim's widths, 3.2 M) or nano (`"nano"`, half its widths, 1.4 M), logits at full size.
 
     Stem: two stride-2 3x3 conv-BN-ReLU (stride 4), then basic-block stages [2, 2, 2, 2] for the low branch

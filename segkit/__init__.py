@@ -58,6 +58,7 @@ def register_with_keras() -> None:
     importlib.import_module("segkit.losses")
     importlib.import_module("segkit.metrics")
     importlib.import_module("segkit.training.distill")  # the Distiller of --distill-from checkpoints
+    importlib.import_module("segkit.training.auxiliary")  # the AuxiliaryHead of --aux-weight checkpoints
 
 
 _WATCHED = ("keras", "tensorflow")  # TensorFlow imports Keras in its own import, and Keras TensorFlow in its

@@ -13,6 +13,7 @@ A model's record holds everything the rest of the code needs to know about it:
 - `loop`: "keras" (model.fit, segkit.training.loop_keras) or "tf" (its own GradientTape loop, segkit.training.loop_tf;
   the model is a tf.Module, saved as a SavedModel).
 - `keras_hub`: built on keras-hub; its encoder weights may be a keras-hub preset.
+- `aux_layer`: the layer whose output takes `--aux-weight`'s auxiliary head in training ("": none).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ModelSpec:
     float32_on_cpu: bool = False
     loop: str = "keras"
     keras_hub: bool = False
+    aux_layer: str = ""
 
     def build_fn(self):
         """The builder function (imports its module)."""
@@ -48,7 +50,7 @@ class ModelSpec:
 # 224x224, batch 8): its depthwise convs, hard-swish and squeeze-excite blocks are memory-bound, and the casts to
 # and from bfloat16 cost more than the bf16 maths saves.
 _SPECS = (
-    ModelSpec("ddrnet", "segkit.models.ddrnet:build_ddrnet", 600, 750),
+    ModelSpec("ddrnet", "segkit.models.ddrnet:build_ddrnet", 600, 750, aux_layer="fuse3_high"),
     ModelSpec("deeplabv3plus", "segkit.models.deeplabv3plus:build_deeplabv3plus", 1000, 1000, keras_hub=True),
     ModelSpec("mobilenetv2_pix2pix", "segkit.models.mobilenetv2_pix2pix:build_mobilenetv2_pix2pix", 2300, 2100),
     ModelSpec("mobilenetv3_lraspp", "segkit.models.mobilenetv3_lraspp:build_mobilenetv3_lraspp", 1350, 1200,

@@ -52,6 +52,7 @@ class TrainConfig:
     distill_from: str | None = None  # PATH to a trained .keras model or run folder: the teacher
     distill_weight: float = 0.5  # weight of the distillation term
     distill_temperature: float = 1.0
+    aux_weight: float = 0.0  # weight of the auxiliary head's loss (ddrnet; 0: no head)
     # optimisation
     epochs: int = 20
     batch_size: int = 8  # per replica
@@ -159,6 +160,8 @@ HELP = {
                     "per-pixel class distribution (segkit/training/distill.py)",
     "distill_weight": "weight of the distillation term, with --distill-from",
     "distill_temperature": "softmax temperature of the distillation term, with --distill-from",
+    "aux_weight": "ddrnet: train with an auxiliary head on the high-resolution branch after the first fusion, "
+                  "its loss weighted by this (the paper: 0.4); model.keras is the network without it (0: off)",
     "ema": "validate and save an exponential moving average of the weights with this momentum (0: off)",
     "keep": "best: model.keras is the epoch with the best val mIoU; last: the last epoch (no selection on val)",
 }
@@ -365,6 +368,15 @@ def validate(config: TrainConfig) -> None:
                         f"{config.distill_temperature}")
     if config.distill_from and catalog.MODELS.get(config.model) and catalog.MODELS[config.model].loop != "keras":
         raise UserError(f"--distill-from works with the Keras models; {config.model} trains in its own loop")
+    if config.aux_weight:
+        if not config.aux_weight > 0:
+            raise UserError(f"--aux-weight must be at least 0 (0: off), got {config.aux_weight}")
+        spec = catalog.MODELS.get(config.model)
+        if spec is not None and not spec.aux_layer:
+            with_head = ", ".join(name for name, s in sorted(catalog.MODELS.items()) if s.aux_layer)
+            raise UserError(f"--aux-weight: {config.model} has no auxiliary head; models with one: {with_head}")
+        if config.distill_from:
+            raise UserError("--aux-weight and --distill-from do not combine yet; use one of them")
     if not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if not 0 < config.scale_min <= config.scale_max:

@@ -715,6 +715,8 @@ def test_p3_resume_refuses_data_whose_classes_changed(tmp_path):
     (["train.py", "--epochs", "100000000000000000000"], "--epochs must be between 1 and 100000"),
     (["train.py", "--seed", "-1"], "--seed must be between 0 and 2147483647"),
     (["train.py", "--paste-prob", "2"], "--paste-prob must be between 0 and 1"),
+    (["train.py", "--model", "vgg16_unet", "--aux-weight", "0.4"], "--aux-weight: vgg16_unet has no auxiliary head"),
+    (["train.py", "--model", "ddrnet", "--aux-weight", "-1"], "--aux-weight must be at least 0"),
     (["train.py", "--data-option", "cache=maybe"], "cache='maybe' must be true or false"),
     (["train.py", "--dataset", "folder", "--data-dir", ".", "--data-option", "remap=no!"], "must be true or false"),
     (["predict.py", "--model", "m.keras", "x.png", "--opacity", "5"], "--opacity: must be from 0.0 to 1.0"),

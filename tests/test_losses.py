@@ -372,6 +372,37 @@ def test_bad_input_raises_user_error(call, match):
         call()
 
 
+def test_auxiliary_head_loss_is_main_plus_weighted_aux():
+    """--aux-weight: the training loss is loss(main logits) + w * loss(auxiliary logits), each the compiled loss
+    computed on its own; validation scores the main logits alone; the head starts from the named layer."""
+    import keras
+
+    from segkit import losses, models
+    from segkit.training.auxiliary import AuxiliaryHead, with_auxiliary_outputs
+
+    keras.utils.set_random_seed(0)
+    network = with_auxiliary_outputs(models.build_model("ddrnet", 5, variant="nano"), "fuse3_high", 5)
+    model = AuxiliaryHead(network, weight=0.4)
+    loss = losses.get_loss("cce", 5, ignore_index=255)
+    model.compile(optimizer="sgd", loss=loss)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 64, 96, 3), dtype=np.float32)
+    y = rng.integers(0, 5, (2, 64, 96)).astype("int32")
+    y[0, :8] = 255
+    main, aux = (np.asarray(t) for t in network(x, training=True))
+    assert aux.shape == main.shape == (2, 64, 96, 5) and np.abs(main - aux).max() > 1e-3
+    y_pred = model(x, training=True)
+    got = float(model.compute_loss(x, y, y_pred, training=True))
+    assert got == pytest.approx(float(loss(y, main)) + 0.4 * float(loss(y, aux)), rel=1e-5)
+    inference = np.asarray(model(x))  # BatchNorm in inference mode: the network's first output, nothing added
+    np.testing.assert_allclose(inference, np.asarray(network(x)[0]), atol=1e-6)
+    assert float(model.compute_loss(x, y, inference, training=False)) == pytest.approx(float(loss(y, inference)),
+                                                                                       rel=1e-5)
+    assert model.main_model().count_params() == models.build_model("ddrnet", 5, variant="nano").count_params()
+    with pytest.raises(UserError, match="has no layer 'nowhere'"):
+        with_auxiliary_outputs(models.build_model("ddrnet", 5, variant="nano"), "nowhere", 5)
+
+
 def test_distillation_term_against_numpy():
     """T^2 KL(softmax(t/T) || softmax(s/T)) averaged over labelled pixels; label 255 pixels count for nothing."""
     from segkit.training.distill import distillation_term

@@ -452,3 +452,26 @@ def test_distillation_trains_a_student_and_resumes(trained_run, camvid_dir, tmp_
     assert trainer.resume(result.run_dir, epochs=2).epochs == 2
     with pytest.raises(UserError, match="predicts 11 classes; this run's data has 4"):
         loop_keras.load_teacher(str(trained_run), 4)
+
+
+def test_auxiliary_head_trains_and_resumes(camvid_dir, tmp_path):
+    """--aux-weight: the run logs the auxiliary term, model.keras is the network without the head (a plain
+    Keras file the size of the model alone), and a stopped run resumes from a checkpoint that holds both."""
+    import keras
+
+    from segkit.training import loop_keras
+    from segkit.training.auxiliary import AuxiliaryHead
+
+    config = tiny_config(camvid_dir, model="ddrnet", alpha=None, variant="nano", epochs=1, steps_per_epoch=2,
+                         num_samples=0, aux_weight=0.4, val_image_size=(64, 64), run_dir=str(tmp_path / "aux"))
+    result = trainer.train(config)
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv")))
+    assert float(rows[0]["aux"]) > 0 and math.isfinite(float(rows[0]["loss"]))
+    model = keras.saving.load_model(result.run_dir / "model.keras")
+    assert model.name == "ddrnet" and len(model.outputs) == 1
+    assert model.count_params() == models.build_model("ddrnet", 11, variant="nano").count_params()
+    checkpoint = loop_keras.load_checkpoint(run_folder.latest_checkpoint(result.run_dir)[1])
+    assert isinstance(checkpoint, AuxiliaryHead) and checkpoint.weight == 0.4
+    x = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(checkpoint(x)), np.asarray(model(x)), atol=1e-5)
+    assert trainer.resume(result.run_dir, epochs=2).epochs == 2

@@ -18,11 +18,13 @@ import numpy as np
 from segkit import data
 from segkit import losses
 from segkit import metrics
+from segkit import catalog
 from segkit import models
 from segkit.errors import UserError
 from segkit import runtime
 from segkit.training import batchnorm
 from segkit.inference.loading import check_keras_file, load_model
+from segkit.training.auxiliary import AuxiliaryHead, with_auxiliary_outputs
 from segkit.training.distill import Distiller
 from segkit.training.recorder import RunRecorder
 from segkit.training.schedule import current_lr, learning_rate
@@ -39,6 +41,9 @@ def build_and_compile(config, info, steps, weights):
                                **config.model_options())
     if config.init_from:
         init_weights(model, config.init_from)
+    if config.aux_weight:
+        network = with_auxiliary_outputs(model, catalog.model(config.model).aux_layer, info.num_classes)
+        model = AuxiliaryHead(network, config.aux_weight)
     if config.distill_from:
         model = Distiller(model, load_teacher(config.distill_from, info.num_classes), config.distill_weight,
                           config.distill_temperature, ignore_index=data.IGNORE)
@@ -109,10 +114,12 @@ def weights_to_keep(model, optimizer=None) -> list:
 
 def save_model(model, path: Path) -> None:
     """Save the model without optimizer state (a third of the size; Keras 3 always includes it
-    for a compiled model); of a Distiller, the student alone."""
+    for a compiled model); of a Distiller, the student alone; of an AuxiliaryHead, the network without it."""
     optimizer = getattr(model, "optimizer", None)
     if isinstance(model, Distiller):
         model = model.student
+    if isinstance(model, AuxiliaryHead):
+        model = model.main_model()
     clone = model.__class__.from_config(model.get_config())  # not clone_model: that compiles the copy
     clone.set_weights(weights_to_keep(model, optimizer))
     clone.save(path)

@@ -1,0 +1,85 @@
+"""An auxiliary segmentation head for training (DDRNet's "deep supervision", Hong et al. 2021): a second small
+head on intermediate features, trained on the same labels, that sends gradient straight into the middle of the
+network. It exists only while training; the run's model.keras is the network without it.
+
+    segkit train --model ddrnet --aux-weight 0.4
+
+The loss is the run's loss on the main logits plus `weight` times the same loss on the auxiliary logits
+(resized to the input like the main ones). The head sits on the layer the model's record names
+(segkit.catalog: `aux_layer`; DDRNet: the high-resolution branch after its first bilateral fusion, where the
+paper puts it) and is BN-ReLU-3x3 conv-BN-ReLU-1x1 conv, as wide as those features. `AuxiliaryHead` is what the
+training loop compiles and checkpoints (network and head together, so a run resumes exactly); validation
+scores the main logits alone.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.errors import UserError
+from segkit.models.blocks import ResizeLike
+
+
+def with_auxiliary_outputs(network: keras.Model, layer_name: str, num_classes: int) -> keras.Model:
+    """A functional model sharing `network`'s layers, with outputs [its logits, auxiliary logits]: the head on
+    the output of its layer `layer_name`, resized to the input."""
+    try:
+        features = network.get_layer(layer_name).output
+    except ValueError:
+        raise UserError(f"{network.name} has no layer {layer_name!r} for an auxiliary head") from None
+    width = features.shape[-1]
+    x = layers.BatchNormalization(name="aux_a_bn")(features)
+    x = layers.ReLU(name="aux_a_relu")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="aux_a_conv")(x)
+    x = layers.BatchNormalization(name="aux_b_bn")(x)
+    x = layers.ReLU(name="aux_b_relu")(x)
+    x = layers.Conv2D(num_classes, 1, name="aux_classifier")(x)
+    aux = ResizeLike(dtype="float32", name="aux_logits")([x, network.inputs[0]])
+    return keras.Model(network.inputs[0], [network.outputs[0], aux], name=network.name)
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class AuxiliaryHead(keras.Model):
+    """The network with its auxiliary head: calling it returns the main logits; in training its loss adds
+    `weight` times the compiled loss of the auxiliary logits (logged as `aux`)."""
+
+    def __init__(self, network, weight=0.4, **kwargs):
+        super().__init__(name=kwargs.pop("name", "auxiliary_head"), **kwargs)
+        self.network = network  # outputs [logits, auxiliary logits] (with_auxiliary_outputs)
+        self.weight = float(weight)
+        self.aux_tracker = keras.metrics.Mean(name="aux")
+        self._aux_logits = None
+        self.built = network.built
+
+    def call(self, inputs, training=None):
+        logits, aux = self.network(inputs, training=training)
+        # Read by compute_loss in the same training step (the same traced function).
+        self._aux_logits = aux if training else None
+        return logits
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        if not training or self._aux_logits is None:  # validation scores the main logits alone
+            return loss
+        term = self._compile_loss(y, self._aux_logits, sample_weight)
+        self.aux_tracker.update_state(term)
+        return loss + self.weight * term
+
+    def main_model(self) -> keras.Model:
+        """The network without the head (its layers and weights are the same objects)."""
+        return keras.Model(self.network.inputs[0], self.network.outputs[0], name=self.network.name)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.aux_tracker]
+
+    def get_config(self):
+        return {"network": keras.saving.serialize_keras_object(self.network), "weight": self.weight,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"))
+        return cls(network, **config)

@@ -63,6 +63,8 @@ def parse_args(argv):
     parser.add_argument("--alpha", type=float, default=None, help="MobileNet width, as train.py's --alpha")
     parser.add_argument("--variant", default=None, help="the model's variant, as train.py's --variant")
     parser.add_argument("--head-stride", type=int, default=None, help="ddrnet's head stride, as train.py's --head-stride")
+    parser.add_argument("--aux-weight", type=float, default=0.0,
+                        help="ddrnet: train with the auxiliary head, as train.py's --aux-weight (0: none)")
     parser.add_argument("--num-classes", type=int, default=None, help="logit channels (default: shapes' 4)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
@@ -84,7 +86,8 @@ def bench_config(args) -> TrainConfig:
     config = TrainConfig(dataset="shapes", model=args.model, image_size=tuple(args.image_size),
                          batch_size=args.batch_size, precision=args.precision, loss=args.loss,
                          jit_compile=args.jit_compile, alpha=args.alpha, variant=args.variant,
-                         head_stride=args.head_stride, epochs=1, steps_per_epoch=args.steps)
+                         head_stride=args.head_stride, aux_weight=args.aux_weight, epochs=1,
+                         steps_per_epoch=args.steps)
     validate(config)
     return config
 

@@ -392,6 +392,7 @@ def test_auxiliary_head_loss_is_main_plus_weighted_aux():
     main, aux = (np.asarray(t) for t in network(x, training=True))
     assert aux.shape == main.shape == (2, 64, 96, 5) and np.abs(main - aux).max() > 1e-3
     y_pred = model(x, training=True)
+    assert isinstance(y_pred, tuple) and np.abs(np.asarray(y_pred[1]) - aux).max() < 1e-5
     got = float(model.compute_loss(x, y, y_pred, training=True))
     assert got == pytest.approx(float(loss(y, main)) + 0.4 * float(loss(y, aux)), rel=1e-5)
     inference = np.asarray(model(x))  # BatchNorm in inference mode: the network's first output, nothing added

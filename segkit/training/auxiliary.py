@@ -41,30 +41,34 @@ def with_auxiliary_outputs(network: keras.Model, layer_name: str, num_classes: i
 
 @keras.saving.register_keras_serializable(package="segkit")
 class AuxiliaryHead(keras.Model):
-    """The network with its auxiliary head: calling it returns the main logits; in training its loss adds
-    `weight` times the compiled loss of the auxiliary logits (logged as `aux`)."""
+    """The network with its auxiliary head: calling it returns the main logits, or in training (main,
+    auxiliary); its loss adds `weight` times the compiled loss of the auxiliary logits (logged as `aux`), and
+    its metrics see the main logits alone."""
 
     def __init__(self, network, weight=0.4, **kwargs):
         super().__init__(name=kwargs.pop("name", "auxiliary_head"), **kwargs)
         self.network = network  # outputs [logits, auxiliary logits] (with_auxiliary_outputs)
         self.weight = float(weight)
         self.aux_tracker = keras.metrics.Mean(name="aux")
-        self._aux_logits = None
         self.built = network.built
 
     def call(self, inputs, training=None):
         logits, aux = self.network(inputs, training=training)
-        # Read by compute_loss in the same training step (the same traced function).
-        self._aux_logits = aux if training else None
-        return logits
+        # In training both go on to compute_loss (through Keras' train_step, per replica); else the main ones.
+        return (logits, aux) if training else logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y_pred, aux = y_pred if isinstance(y_pred, (tuple, list)) else (y_pred, None)
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-        if not training or self._aux_logits is None:  # validation scores the main logits alone
+        if aux is None:  # validation scores the main logits alone
             return loss
-        term = self._compile_loss(y, self._aux_logits, sample_weight)
+        term = self._compile_loss(y, aux, sample_weight)
         self.aux_tracker.update_state(term)
         return loss + self.weight * term
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y_pred = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def main_model(self) -> keras.Model:
         """The network without the head (its layers and weights are the same objects)."""

@@ -73,11 +73,12 @@ def evaluate(model: "str | Path | Predictor", *, dataset: str | None = None, dat
                                   worst=worst, samples=samples)
 
 
-def export(model: str | Path, format: str, out: str | Path, *, quantize: str | None = None,
+def export(model: str | Path | list, format: str, out: str | Path, *, quantize: str | None = None,
            image_size: tuple | None = None, dataset: str | None = None, data_dir: str | Path | None = None,
            data_options: dict | None = None, calibration_images: int = 64, check_images: int = 4,
            recipe: str | None = None) -> "ExportResult":
-    """Export the model at `model` (a run folder or a .keras file) as `format` (segkit.catalog.EXPORT_FORMATS)
+    """Export the model at `model` (a run folder or a .keras file; a list of them: their ensemble, the mean of
+    their class probabilities) as `format` (segkit.catalog.EXPORT_FORMATS)
     into `out`, checked against the source on validation images before it is written (with its sidecar
     <stem>.json: class names, colours, how it was made). `quantize` (tflite, web): none, fp16, dynamic or int8,
     by default none for tflite and int8 for web (a static site for browsers)."""

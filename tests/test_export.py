@@ -291,6 +291,49 @@ def test_keras_format_for_shipping(run, tmp_path):
             export.export_model(run, "keras", **{"out": out, **kwargs})
 
 
+def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):
+    """--model A B: one .keras whose output is log(mean softmax) of the models' logits (NumPy reference, with
+    the 1e-4 floor), reloaded plainly; its int8 TFLite agrees; a mismatch of classes or kinds is one line."""
+    import shutil
+
+    import keras
+
+    other = tmp_path / "other"  # a second run: the first's folder with perturbed weights
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
+    model = keras.saving.load_model(other / "model.keras")
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:  # not BatchNorm's statistics: a variance must stay positive
+        weight.assign(weight.numpy() + 0.05 * rng.standard_normal(weight.shape).astype("float32"))
+    model.save(other / "model.keras")
+
+    out = tmp_path / "ensemble.keras"
+    result = export.export_model([run, other], "keras", out, recipe="tests: two runs")
+    ensemble = keras.saving.load_model(out)  # plain load
+    image = rng.random((1, *SIZE, 3), dtype=np.float32)
+    logits = [np.asarray(keras.saving.load_model(p / "model.keras")(image), np.float64) for p in (run, other)]
+    probs = [np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+             for z in logits]
+    expected = np.maximum(np.log(np.mean(probs, axis=0)), np.log(1e-4))
+    np.testing.assert_allclose(np.asarray(ensemble(image)), expected, atol=1e-4)
+    assert result.parity.agreement == 1.0
+    entry = sidecar.read(out)
+    assert entry["export"]["source"] == [run.name, "other"] and entry["dataset_info"]["class_names"][0] == "Sky"
+    int8 = export.export_model(out, "tflite", tmp_path / "ensemble_int8.tflite", quantize="int8", image_size=SIZE,
+                               calibration_count=8)
+    assert int8.parity.agreement >= 0.9
+
+    for models_, message in (([run, run], "names the same model twice"),
+                             ([run, tmp_path / "ensemble_int8.tflite"], "already a TFLite file")):
+        with pytest.raises(UserError, match=message):
+            export.export_model(models_, "keras", tmp_path / "bad.keras")
+    config = json.loads((other / "config.json").read_text())
+    config["dataset_info"]["class_names"][0] = "Heaven"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="must predict the same classes"):
+        export.export_model([run, other], "keras", tmp_path / "bad.keras")
+    assert not (tmp_path / "bad.keras").exists()
+
+
 # --- ONNX -----------------------------------------------------------------------------------
 
 

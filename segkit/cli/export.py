@@ -6,6 +6,7 @@
     segkit export --model RUN --format tflite --quantize fp16 --out exported/sample_fp16.tflite
     segkit export --model RUN --format tflite --quantize int8 --image-size 180 240 --out exported/sample_int8.tflite
     segkit export --model RUN --format onnx --out exported/sample.onnx
+    segkit export --model RUN_A RUN_B --format keras --out exported/ensemble.keras   (an ensemble)
 
 --model: a run folder, a .keras file, or for unet_tf a run folder or its saved_model/ folder. The work
 is segkit.exporters.export_model; what each format holds and the check's tolerances are described there.
@@ -25,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                            for k, (d, a) in catalog.EXPORT_TOLERANCES.items())
     parser = cli.parser("export", __doc__, epilog=f"The export fails beyond these tolerances, "
                                                   f"L = max(1, max |logit|): {tolerances}.")
-    parser.add_argument("--model", required=True, help="run folder, .keras file, or unet_tf saved_model/ folder "
-                                                       "(for --format web also a segkit .tflite file)")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="run folder, .keras file, or unet_tf saved_model/ folder (for --format web also a segkit "
+                             ".tflite file); two or more run folders or .keras files: their ensemble, the mean of "
+                             "their class probabilities")
     parser.add_argument("--format", required=True, choices=catalog.EXPORT_FORMATS,
                         help="keras: a float32 .keras without optimizer state, for shipping; web: a static site that "
                              "runs the model in any browser (MediaPipe Tasks for Web)")
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
         raise UserError(f"--image-size must be two sizes from 1 to 16384, got {args.image_size}")
     from segkit import exporters
 
-    result = exporters.export_model(args.model, args.format, args.out, quantize=args.quantize,
+    model = args.model[0] if len(args.model) == 1 else args.model
+    result = exporters.export_model(model, args.format, args.out, quantize=args.quantize,
                                     image_size=args.image_size and tuple(args.image_size), dataset=args.dataset,
                                     data_dir=args.data_dir, data_options=args.data_option,
                                     calibration_count=args.calibration_images,

@@ -96,7 +96,9 @@ def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=
         for field in PATH_FIELDS:
             if config.get(field):
                 config[field] = Path(config[field]).name
-        source_name = source.path.name if source.path.name != "model.keras" else source.path.parent.name
+        source_name = _source_name(source.path)
+    if source.members:  # an ensemble: its models' names (and the first one's config, for the dataset)
+        source_name = [_source_name(p) if recipe else str(p) for p in source.members]
     payload = {"config": config,
                "export": {"source": source_name, "format": fmt, "quantize": quantize,
                           "image_size": list(size) if size else None, **parity.as_dict()}}
@@ -105,6 +107,11 @@ def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=
     if "class_names" in info:
         payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
     return payload
+
+
+def _source_name(path: Path) -> str:
+    """A model's name without this machine's folders: the file's name, or a run folder's for its model.keras."""
+    return path.name if path.name != "model.keras" else path.parent.name
 
 
 def _write(source, fmt, quantize, size, tmp: Path, train_ds, calibration_count) -> None:
@@ -151,13 +158,15 @@ def _writer(out: Path, fmt: str):
 
 def export_web(model, out, *, quantize=None, image_size=None, **options) -> ExportResult:
     """A static site in `out` that runs the model in a browser (segkit.exporters.web): `model` is a run folder or
-    .keras file, exported to TFLite here (int8 unless `quantize` says otherwise; checked as any export), or a
+    .keras file (or a list of them: their ensemble), exported to TFLite here (int8 unless `quantize` says otherwise; checked as any export), or a
     .tflite file with segmenter metadata (segkit's own TFLite exports), copied as it is. The folder is written
     beside `out` and swapped in whole."""
     quantize = quantize or "int8"
     out = Path(out)
-    web.check_request(out, Path(model), quantize)
-    given = Path(model)
+    models = [Path(m) for m in model] if isinstance(model, (list, tuple)) else [Path(model)]
+    for path in models:
+        web.check_request(out, path, quantize)
+    given = models[0] if len(models) == 1 else Path("ensemble")
     out.parent.mkdir(parents=True, exist_ok=True)
     with fileio.atomic_path(out) as site:
         site.mkdir()
@@ -190,7 +199,8 @@ def export_web(model, out, *, quantize=None, image_size=None, **options) -> Expo
 
 def export_model(model, fmt, out, *, quantize=None, image_size=None, dataset=None, data_dir=None,
                  data_options=None, calibration_count=64, check_count=4, recipe=None) -> ExportResult:
-    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel) as `fmt` into `out`.
+    """Export the model at `model` (run folder, .keras file or unet_tf SavedModel; a list of two or more run folders
+    or .keras files: their ensemble, segkit.models.ensemble) as `fmt` into `out`.
     The check (and int8 calibration) reads the run's dataset with its loader options unless `dataset`,
     `data_dir` and `data_options` (a dict or KEY=VALUE strings) say otherwise. `recipe` (a line saying how
     the model was made, e.g. "README.md, Reproduce") goes into the sidecar in place of this machine's paths.
@@ -241,7 +251,7 @@ def _export(model, fmt, out, quantize, image_size, dataset, data_dir, data_optio
                                     num_classes=len((source.info or {}).get("class_names") or ()),
                                     what=f"exporting at {size[1]}x{size[0]}", tiles=False)
     out = Path(out)
-    if out.resolve() == source.path.resolve():
+    if out.resolve() in {p.resolve() for p in (source.path, *source.members)}:
         raise UserError(f"--out {str(out)!r} is the model being exported; choose another path")
     if fmt == "keras" and source.model is None:
         raise UserError(f"--format {fmt} needs a Keras model; {source.path} is a {source.kind}")

@@ -27,6 +27,7 @@ class Source:
     info: dict | None  # class_names, colors, config (None: unknown)
     note: str = ""  # said once when exporting, e.g. a precision change
     model: object = None  # the float32 Keras model, for --format keras
+    members: tuple = ()  # an ensemble's model paths (`path` is the first)
 
 
 HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
@@ -93,5 +94,31 @@ def from_loaded(loaded: LoadedModel) -> Source:
 
 
 def load_source(path) -> Source:
-    """The model at `path` (a run folder, .keras file or unet_tf SavedModel folder), ready to export."""
+    """The model at `path` (a run folder, .keras file or unet_tf SavedModel folder), ready to export; a list of
+    two or more run folders or .keras files is their ensemble (segkit.models.ensemble)."""
+    if isinstance(path, (list, tuple)):
+        return ensemble_source([Path(p) for p in path]) if len(path) > 1 else load_source(path[0])
     return from_loaded(load_model(path))
+
+
+def ensemble_source(paths: list) -> Source:
+    """The ensemble of the Keras models at `paths` (the mean of their class probabilities), as one Source whose
+    info (classes, the run's config) is the first model's; the models must name the same classes."""
+    from segkit.models.ensemble import build_ensemble
+
+    if len(set(p.resolve() for p in paths)) != len(paths):
+        raise UserError(f"--model names the same model twice: {' '.join(map(str, paths))}")
+    sources = [from_loaded(load_model(p)) for p in paths]
+    for source in sources:
+        if source.kind != "keras":
+            raise UserError(f"an ensemble takes Keras models (run folders or .keras files); {source.path} is a "
+                            f"{source.kind}")
+    names = [(s.info or {}).get("class_names") for s in sources]
+    for source, classes in zip(sources[1:], names[1:]):
+        if classes != names[0]:
+            raise UserError(f"{source.path} predicts {classes}, {sources[0].path} {names[0]}: an ensemble's models "
+                            f"must predict the same classes")
+    model = build_ensemble([s.model for s in sources])
+    notes = "; ".join(s.note for s in sources if s.note)
+    return Source("keras", sources[0].path, lambda x: model(x, training=False), keras_variables(model),
+                  sources[0].info, notes, model=model, members=tuple(s.path for s in sources))

@@ -19,6 +19,7 @@ import keras
 from segkit import catalog
 from segkit.errors import UserError
 from segkit.models.blocks import SKIPS
+from segkit.models.ensemble import build_ensemble  # noqa: F401  (registers MeanProbability with Keras)
 from segkit.models.weights import as_keras_hub_preset
 
 

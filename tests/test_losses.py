@@ -404,6 +404,26 @@ def test_auxiliary_head_loss_is_main_plus_weighted_aux():
         with_auxiliary_outputs(models.build_model("ddrnet", 5, variant="nano"), "nowhere", 5)
 
 
+def test_a_float32_teacher_runs_in_the_runs_mixed_precision():
+    """distill.in_policy: every layer but the output computes in the run's policy, the weights are the same
+    arrays, the logits stay float32 and close to the float32 model's; nothing to change gives the model back."""
+    import keras
+
+    from segkit import models
+    from segkit.training.distill import in_policy
+
+    keras.utils.set_random_seed(0)
+    teacher = models.build_model("ddrnet", 5, variant="nano")
+    mixed = in_policy(teacher, "mixed_bfloat16")
+    assert in_policy(teacher, "float32") is teacher
+    assert mixed.get_layer("stem_a_conv").dtype_policy.name == "mixed_bfloat16"
+    assert mixed.get_layer("logits").dtype_policy.name == "float32"
+    assert all(np.array_equal(a, b) for a, b in zip(mixed.get_weights(), teacher.get_weights()))
+    x = np.random.default_rng(0).random((1, 64, 96, 3), dtype=np.float32)
+    ours, theirs = np.asarray(mixed(x)), np.asarray(teacher(x))
+    assert ours.dtype == np.float32 and np.abs(ours - theirs).max() <= 0.05 * np.abs(theirs).max()
+
+
 def test_distillation_term_against_numpy():
     """T^2 KL(softmax(t/T) || softmax(s/T)) averaged over labelled pixels; label 255 pixels count for nothing."""
     from segkit.training.distill import distillation_term

@@ -25,7 +25,7 @@ from segkit import runtime
 from segkit.training import batchnorm
 from segkit.inference.loading import check_keras_file, load_model
 from segkit.training.auxiliary import AuxiliaryHead, with_auxiliary_outputs
-from segkit.training.distill import Distiller
+from segkit.training.distill import Distiller, in_policy
 from segkit.training.recorder import RunRecorder
 from segkit.training.schedule import current_lr, learning_rate
 
@@ -88,7 +88,9 @@ def load_teacher(source: str, num_classes: int):
     outputs = teacher.outputs[0].shape[-1]
     if outputs != num_classes:
         raise UserError(f"--distill-from {source!r} predicts {outputs} classes; this run's data has {num_classes}")
-    print(f"distilling from {path} ({teacher.count_params():,} parameters)")
+    policy = keras.mixed_precision.global_policy().name  # the run's: a float32 teacher runs in it too
+    teacher = in_policy(teacher, policy) if policy.startswith("mixed_") else teacher
+    print(f"distilling from {path} ({teacher.count_params():,} parameters, computing in {policy})")
     return teacher
 
 

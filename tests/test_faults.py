@@ -448,6 +448,37 @@ def test_p1_a_new_run_needs_an_empty_folder_or_a_run(camvid_dir, tmp_path):
     assert snapshot(folder) == before
 
 
+def test_p1_ctrl_c_during_fit_is_raised_between_steps():
+    """loop_keras.DeferredInterrupt: the first SIGINT is noted, not raised, until the loop checks between steps;
+    a second one raises at once; the handler before it is back afterwards; an ignored SIGINT stays ignored."""
+    from segkit.training.loop_keras import DeferredInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    interrupt = DeferredInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.active():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run: nothing raised yet
+            assert interrupt.pending
+            interrupt.check()
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupt().active():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+            time.sleep(1)
+            raise AssertionError("not interrupted")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with DeferredInterrupt().active() as ignored:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not ignored.pending
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_p1_a_run_stopped_before_its_first_checkpoint_removes_only_what_it_wrote(camvid_dir, tmp_path):
     """SIGINT while the first epoch trains: the run's own files go, a file another process put in the folder
     meanwhile stays, and so does the folder that holds it."""

@@ -9,7 +9,10 @@ averages in place of the weights when `--ema` is on.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -149,12 +152,51 @@ class KerasSaver:
         return np.asarray(self.model(images, training=False), np.float32)
 
 
-class RecorderCallback(keras.callbacks.Callback):
-    """Feeds Keras' fit loop into a RunRecorder."""
+class DeferredInterrupt:
+    """Ctrl-C (SIGINT) while `fit` runs, raised as KeyboardInterrupt where the loop is between steps.
 
-    def __init__(self, recorder):
+    Python raises KeyboardInterrupt wherever the main thread happens to be; while the model is built and fit runs
+    that can be the middle of a TensorFlow call (the data iterator's, a trace), and a test run in CI then did
+    not end within 120 s of the signal (no "interrupted" line). Under `active()` the first SIGINT is only
+    noted; the RecorderCallback raises it at the next batch's end (training or validation), so the run stops
+    there: exit status 130, the last checkpoint intact. A second SIGINT interrupts at once. Outside the main
+    thread (signals cannot be handled there) nothing changes."""
+
+    def __init__(self):
+        self.pending = False
+
+    def _handle(self, signum, frame):
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextlib.contextmanager
+    def active(self):
+        # Not outside the main thread, nor where SIGINT is ignored (a job started with `&` by a script).
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if self.pending:  # noted after the last batch's check (fit was ending): still an interrupt
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+class RecorderCallback(keras.callbacks.Callback):
+    """Feeds Keras' fit loop into a RunRecorder; raises a deferred Ctrl-C between steps (DeferredInterrupt)."""
+
+    def __init__(self, recorder, interrupt: DeferredInterrupt | None = None):
         super().__init__()
         self.recorder = recorder
+        self.interrupt = interrupt or DeferredInterrupt()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.recorder.epoch_begin()
@@ -162,15 +204,26 @@ class RecorderCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.recorder.batch_end(batch, (logs or {}).get("loss")):
             self.model.stop_training = True
+        self.interrupt.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.interrupt.check()
 
     def on_epoch_end(self, epoch, logs=None):
         self.recorder.epoch_end(epoch + 1, dict(logs or {}), current_lr(self.model.optimizer))
         if self.recorder.stop:
             self.model.stop_training = True
+        self.interrupt.check()
 
 
 def fit(config, run, splits) -> RunRecorder:
     """Train `config`'s Keras model on `splits` into `run`; returns the recorder (best epoch, stop reason)."""
+    interrupt = DeferredInterrupt()
+    with interrupt.active():
+        return _fit(config, run, splits, interrupt)
+
+
+def _fit(config, run, splits, interrupt) -> RunRecorder:
     with run.strategy.scope():
         if run.checkpoint is not None:  # every worker loads it (the run folder must be shared between machines)
             model = load_checkpoint(run.checkpoint)
@@ -186,7 +239,7 @@ def fit(config, run, splits) -> RunRecorder:
     recorder = RunRecorder(run, config, splits, KerasSaver(model))
     # Validation (inside fit, before on_epoch_end) sees the averaged weights; training goes on with its own.
     callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema else []
-    callbacks.append(RecorderCallback(recorder))
+    callbacks.append(RecorderCallback(recorder, interrupt))
     if run.writer:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "logs"), write_graph=False))
     # BatchNormalization trains on TensorFlow's fused kernel, in a new run and a resumed one alike.

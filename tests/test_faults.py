@@ -433,6 +433,13 @@ TRAIN_FLAGS = ["--model", "mobilenetv2_pix2pix", "--alpha", "0.35", "--image-siz
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
+def ctrl_c_as_in_a_terminal():
+    """preexec_fn of the train.py processes these tests interrupt: SIGINT back to its default. pytest-xdist's
+    workers ignore SIGINT, and an ignored signal stays ignored across exec, so under `make test` a child would
+    never see the Ctrl-C the test sends (it ran on, and the test timed out)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # P1 ------------------------------------------------------------------------------------------------------
 def test_p1_a_new_run_needs_an_empty_folder_or_a_run(camvid_dir, tmp_path):
     folder = tmp_path / "exported"
@@ -454,6 +461,7 @@ def test_p1_ctrl_c_during_fit_is_raised_between_steps():
     from segkit.training.loop_keras import DeferredInterrupt
 
     before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (xdist's workers ignore it)
     interrupt = DeferredInterrupt()
     with pytest.raises(KeyboardInterrupt):
         with interrupt.active():
@@ -461,7 +469,7 @@ def test_p1_ctrl_c_during_fit_is_raised_between_steps():
             time.sleep(0.05)  # the handler has run: nothing raised yet
             assert interrupt.pending
             interrupt.check()
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
         with DeferredInterrupt().active():
             os.kill(os.getpid(), signal.SIGINT)
@@ -485,7 +493,8 @@ def test_p1_a_run_stopped_before_its_first_checkpoint_removes_only_what_it_wrote
     run = tmp_path / "my_eval"
     proc = subprocess.Popen([sys.executable, "train.py", *TRAIN_FLAGS, "--data-dir", str(camvid_dir), "--epochs", "1",
                              "--steps-per-epoch", "100000", "--run-dir", str(run)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not (run / "config.json").is_file() and proc.poll() is None:
@@ -674,7 +683,8 @@ def history_values(run_dir) -> list:
 def train_process(camvid_dir, run_dir, *extra):
     return subprocess.Popen([sys.executable, "train.py", *TRAIN_FLAGS, "--data-dir", str(camvid_dir), "--epochs", "3",
                              "--steps-per-epoch", "5", "--run-dir", str(run_dir), *extra],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
 
 
 def wait_for(condition, proc, timeout=300):

@@ -15,10 +15,10 @@ scores the main logits alone.
 from __future__ import annotations
 
 import keras
-from keras import layers
 
 from segkit.errors import UserError
 from segkit.models.blocks import ResizeLike
+from segkit.models.ddrnet import seg_head
 
 
 def with_auxiliary_outputs(network: keras.Model, layer_name: str, num_classes: int) -> keras.Model:
@@ -28,13 +28,7 @@ def with_auxiliary_outputs(network: keras.Model, layer_name: str, num_classes: i
         features = network.get_layer(layer_name).output
     except ValueError:
         raise UserError(f"{network.name} has no layer {layer_name!r} for an auxiliary head") from None
-    width = features.shape[-1]
-    x = layers.BatchNormalization(name="aux_a_bn")(features)
-    x = layers.ReLU(name="aux_a_relu")(x)
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="aux_a_conv")(x)
-    x = layers.BatchNormalization(name="aux_b_bn")(x)
-    x = layers.ReLU(name="aux_b_relu")(x)
-    x = layers.Conv2D(num_classes, 1, name="aux_classifier")(x)
+    x = seg_head(features, features.shape[-1], num_classes, name="aux")  # DDRNet's own head, as wide as its input
     aux = ResizeLike(dtype="float32", name="aux_logits")([x, network.inputs[0]])
     return keras.Model(network.inputs[0], [network.outputs[0], aux], name=network.name)
 

@@ -85,6 +85,45 @@ def set_precision(precision: str, model: str | None = None) -> str:
     return policy
 
 
+HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+
+
+def with_policies(model, rename):
+    """`model` with each layer's dtype policy renamed by `rename(policy_name, layer_name)`: the model itself
+    when no name changes, else a copy with the same weights; and the set of policy names replaced.
+
+    Used to export a mixed-precision model in float32 and to run a float32 teacher in a run's mixed policy.
+    A plain half-precision `"dtype"` string (keras-hub's backbones store their policy so) counts as a policy;
+    other plain dtypes (an input's "float32") are data types and are left alone."""
+    replaced = set()
+
+    def renamed(name, layer):
+        new = rename(name, layer)
+        if new != name:
+            replaced.add(name)
+        return new
+
+    def walk(obj, layer=None):
+        if isinstance(obj, list):
+            return [walk(value, layer) for value in obj]
+        if not isinstance(obj, dict):
+            return obj
+        inner = obj.get("config")
+        if obj.get("class_name") == "DTypePolicy" and isinstance(inner, dict):
+            return {**obj, "config": {**inner, "name": renamed(inner.get("name"), layer)}}
+        if isinstance(obj.get("dtype"), str) and obj["dtype"] in HALF:
+            obj = {**obj, "dtype": renamed(obj["dtype"], layer)}
+        own = inner.get("name") if "class_name" in obj and isinstance(inner, dict) else layer
+        return {key: walk(value, own if key == "config" else layer) for key, value in obj.items()}
+
+    rewritten = walk(keras.saving.serialize_keras_object(model))
+    if not replaced:
+        return model, replaced
+    copy = keras.saving.deserialize_keras_object(rewritten)
+    copy.set_weights(model.get_weights())
+    return copy, replaced
+
+
 def strategy_name(name: str) -> str:
     """What --strategy `name` means here: auto becomes multiworker (TF_CONFIG set), mirrored (2+ GPUs) or none."""
     if name not in STRATEGIES:

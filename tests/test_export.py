@@ -192,6 +192,35 @@ def test_int8_is_smaller_and_faster(exports):
     assert statistics.median(cpu["int8"]) < 0.8 * statistics.median(cpu["none"])
 
 
+def test_a_mixed_precision_model_is_exported_in_float32():
+    """source.float32_model (runtime.with_policies): every mixed or half policy becomes float32, the weights are
+    the same arrays, the logits stay close; a float32 model comes back as itself."""
+    import keras
+
+    from segkit.runtime import with_policies
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        mixed = models.build_model("ddrnet", 4, variant="nano")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    exported = source.float32_model(mixed)
+    assert exported.replaced_policies == ["mixed_bfloat16"]
+    assert {layer.dtype_policy.name for layer in exported.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(exported.get_weights(), mixed.get_weights()))
+    x = np.random.default_rng(0).random((1, 64, 96, 3), dtype=np.float32)
+    ours, theirs = np.asarray(exported(x)), np.asarray(mixed(x))
+    assert np.abs(ours - theirs).max() <= 0.05 * np.abs(theirs).max()
+    assert source.float32_model(exported) is exported
+    # keras-hub backbones store their policy as a plain dtype string: renamed too; an input's dtype is data
+    dense = keras.layers.Dense(2, dtype="bfloat16", name="d")
+    inputs = keras.Input((3,), dtype="float32")
+    plain, replaced = with_policies(keras.Model(inputs, dense(inputs)), lambda name, layer: "float32")
+    assert replaced == {"bfloat16"} and plain.get_layer("d").dtype_policy.name == "float32"
+    assert plain.inputs[0].dtype == "float32"
+
+
 REGISTRY = [("mobilenetv3_lraspp", {"variant": "small"}), ("resnet34_unet", {}), ("vgg16_unet", {}),
             ("unet_tf", {"base_filters": 8})]
 

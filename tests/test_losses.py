@@ -400,6 +400,7 @@ def test_auxiliary_head_loss_is_main_plus_weighted_aux():
     assert float(model.compute_loss(x, y, inference, training=False)) == pytest.approx(float(loss(y, inference)),
                                                                                        rel=1e-5)
     assert model.main_model().count_params() == models.build_model("ddrnet", 5, variant="nano").count_params()
+    assert len(model.weights) == len(network.weights)  # the head-less path tracks no second copy
     with pytest.raises(UserError, match="has no layer 'nowhere'"):
         with_auxiliary_outputs(models.build_model("ddrnet", 5, variant="nano"), "nowhere", 5)
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from segkit.errors import UserError
 from segkit.inference.loading import LoadedModel, load_model
+from segkit.runtime import HALF, with_policies
 
 
 @dataclasses.dataclass
@@ -30,42 +31,14 @@ class Source:
     members: tuple = ()  # an ensemble's model paths (`path` is the first)
 
 
-HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
-
-
-def _float32_config(obj, replaced: set):
-    """A serialized Keras model with every mixed-precision dtype policy replaced by float32, and every half
-    precision named as a plain `"dtype": "bfloat16"` (keras-hub's backbones store theirs so); the names
-    replaced are added to `replaced`."""
-    if isinstance(obj, dict):
-        if isinstance(obj.get("dtype"), str) and obj["dtype"] in HALF:
-            replaced.add(obj["dtype"])
-            obj = {**obj, "dtype": "float32"}
-        config = obj.get("config")
-        if obj.get("class_name") == "DTypePolicy" and isinstance(config, dict) \
-                and str(config.get("name", "")).startswith("mixed_"):
-            replaced.add(config["name"])
-            return {**obj, "config": {**config, "name": "float32"}}
-        return {key: _float32_config(value, replaced) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [_float32_config(value, replaced) for value in obj]
-    return obj
-
-
 def float32_model(model):
     """`model` itself if it computes in float32, else a float32 copy with the same weights.
 
     A mixed_bfloat16 / mixed_float16 model would put casts and half-precision arithmetic into the
     exported graph; exported models compute in float32 (quantization is TFLite's business)."""
-    import keras
-
-    replaced = set()
-    rewritten = _float32_config(keras.saving.serialize_keras_object(model), replaced)
-    if not replaced:
-        return model
-    copy = keras.saving.deserialize_keras_object(rewritten)
-    copy.set_weights(model.get_weights())
-    copy.replaced_policies = sorted(replaced)
+    copy, replaced = with_policies(model, lambda policy, layer: "float32" if policy in HALF else policy)
+    if replaced:
+        copy.replaced_policies = sorted(replaced)
     return copy
 
 

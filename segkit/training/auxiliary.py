@@ -44,12 +44,16 @@ class AuxiliaryHead(keras.Model):
         self.network = network  # outputs [logits, auxiliary logits] (with_auxiliary_outputs)
         self.weight = float(weight)
         self.aux_tracker = keras.metrics.Mean(name="aux")
+        # The network without the head, for validation and prediction (which need no auxiliary logits). Set
+        # past Keras' attribute tracking: its layers are `network`'s, already tracked (and checkpointed) there.
+        object.__setattr__(self, "_main", self.main_model())
         self.built = network.built
 
     def call(self, inputs, training=None):
+        if not training:
+            return self._main(inputs, training=training)
         logits, aux = self.network(inputs, training=training)
-        # In training both go on to compute_loss (through Keras' train_step, per replica); else the main ones.
-        return (logits, aux) if training else logits
+        return logits, aux  # both go on to compute_loss (through Keras' train_step, per replica)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         y_pred, aux = y_pred if isinstance(y_pred, (tuple, list)) else (y_pred, None)

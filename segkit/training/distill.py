@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from segkit.runtime import with_policies
+
 
 def distillation_term(student_logits, teacher_logits, labels, temperature: float, ignore_index: int = 255):
     """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the pixels whose label is not
@@ -33,30 +35,10 @@ def in_policy(model, policy: str):
     excepted: a float32 teacher (every exported or shipped file is float32) runs in the run's mixed precision,
     about twice as fast on a bfloat16 CPU, and its logits stay float32. `model` itself when it has nothing to
     change."""
-    config = keras.saving.serialize_keras_object(model)
-    entries = config.get("config", {}).get("output_layers", [])
+    entries = model.get_config().get("output_layers", [])
     entries = [entries] if entries and isinstance(entries[0], str) else entries  # one output: [name, node, index]
     outputs = {entry[0] for entry in entries}
-    changed = []
-
-    def swap(obj, layer=None):
-        if isinstance(obj, dict):
-            if obj.get("class_name") == "DTypePolicy" and isinstance(obj.get("config"), dict) and layer not in outputs:
-                if obj["config"].get("name") != policy:
-                    changed.append(layer)
-                return {**obj, "config": {**obj["config"], "name": policy}}
-            name = obj.get("config", {}).get("name") if isinstance(obj.get("config"), dict) else None
-            return {k: swap(v, name if k == "config" and "class_name" in obj else layer) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [swap(v, layer) for v in obj]
-        return obj
-
-    rewritten = swap(config)
-    if not changed:
-        return model
-    copy = keras.saving.deserialize_keras_object(rewritten)
-    copy.set_weights(model.get_weights())
-    return copy
+    return with_policies(model, lambda name, layer: name if layer in outputs else policy)[0]
 
 
 @keras.saving.register_keras_serializable(package="segkit")

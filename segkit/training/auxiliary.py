@@ -44,9 +44,10 @@ class AuxiliaryHead(keras.Model):
         self.network = network  # outputs [logits, auxiliary logits] (with_auxiliary_outputs)
         self.weight = float(weight)
         self.aux_tracker = keras.metrics.Mean(name="aux")
-        # The network without the head, for validation and prediction (which need no auxiliary logits). Set
-        # past Keras' attribute tracking: its layers are `network`'s, already tracked (and checkpointed) there.
-        object.__setattr__(self, "_main", self.main_model())
+        # The network without the head, for validation, prediction and model.keras (none needs the auxiliary
+        # logits). Set past Keras' attribute tracking: its layers are `network`'s, tracked (and checkpointed) there.
+        main = keras.Model(network.inputs[0], network.outputs[0], name=network.name)
+        object.__setattr__(self, "_main", main)
         self.built = network.built
 
     def call(self, inputs, training=None):
@@ -69,8 +70,8 @@ class AuxiliaryHead(keras.Model):
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def main_model(self) -> keras.Model:
-        """The network without the head (its layers and weights are the same objects)."""
-        return keras.Model(self.network.inputs[0], self.network.outputs[0], name=self.network.name)
+        """The network without the head (its layers and weights are the same objects), built once."""
+        return self._main
 
     @property
     def metrics(self):

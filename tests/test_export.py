@@ -322,7 +322,8 @@ def test_keras_format_for_shipping(run, tmp_path):
 
 def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):
     """--model A B: one .keras whose output is log(mean softmax) of the models' logits (NumPy reference, with
-    the 1e-4 floor), reloaded plainly; its int8 TFLite agrees; a mismatch of classes or kinds is one line."""
+    the 1e-4 floor), reloaded plainly; its int8 TFLite agrees; a mismatch of classes or kinds is one line, and
+    so is an ensemble given to --init-from."""
     import shutil
 
     import keras
@@ -350,6 +351,13 @@ def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):
     int8 = export.export_model(out, "tflite", tmp_path / "ensemble_int8.tflite", quantize="int8", image_size=SIZE,
                                calibration_count=8)
     assert int8.parity.agreement >= 0.9
+    # fine-tuning starts from one network: an ensemble given to --init-from is refused in one line
+    from segkit.models.ensemble import ensemble_members
+    from segkit.training.loop_keras import init_weights
+
+    assert len(ensemble_members(ensemble)) == 2 and ensemble_members(model) == []
+    with pytest.raises(UserError, match="is an ensemble of 2 networks"):
+        init_weights(model, str(out))
 
     for models_, message in (([run, run], "names the same model twice"),
                              ([run, tmp_path / "ensemble_int8.tflite"], "already a TFLite file")):

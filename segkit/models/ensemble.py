@@ -60,3 +60,10 @@ def build_ensemble(members, name: str = "ensemble") -> keras.Model:
     inputs = keras.Input((None, None, 3), name="image")
     logits = [_renamed(m, f"member_{i}_{m.name}")(inputs) for i, m in enumerate(members)]
     return keras.Model(inputs, MeanProbability(dtype="float32", name="mean_probability")(logits), name=name)
+
+
+def ensemble_members(model: keras.Model) -> list:
+    """The member networks of a model built by build_ensemble (reloaded or not); [] for any other model."""
+    if not any(isinstance(layer, MeanProbability) for layer in model.layers):
+        return []
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]

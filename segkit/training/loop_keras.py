@@ -27,6 +27,7 @@ from segkit.errors import UserError
 from segkit import runtime
 from segkit.training import batchnorm
 from segkit.inference.loading import check_keras_file, load_model
+from segkit.models.ensemble import ensemble_members
 from segkit.training.auxiliary import AuxiliaryHead, with_auxiliary_outputs
 from segkit.training.distill import Distiller, in_policy
 from segkit.training.recorder import RunRecorder
@@ -75,6 +76,10 @@ def keras_model_at(source: str, flag: str):
 def init_weights(model, source: str) -> None:
     """Copy every weight of the model at `source` (a .keras file or a run folder) into `model`."""
     path, src = keras_model_at(source, "--init-from")
+    members = ensemble_members(src)
+    if members:
+        raise UserError(f"--init-from {source!r} is an ensemble of {len(members)} networks (the mean of their "
+                        f"probabilities), not one network: start from one of the networks it was built from")
     theirs, ours = src.get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
         out_src, out_ours = src.outputs[0].shape[-1], model.outputs[0].shape[-1]

@@ -295,6 +295,26 @@ def test_export_script_one_line(run, tmp_path):
     assert "mask agreement 1.0000" in good.stdout and f"wrote {tmp_path / 'm.keras'}" in good.stdout
 
 
+def test_a_model_whose_data_is_elsewhere_asks_for_data_dir(run, tmp_path):
+    """A model exported on another machine (its recorded data folder missing here) is refused in one line that
+    names --data-dir, before anything is written; with --data-dir it exports."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
+    config = json.loads((moved / "config.json").read_text())
+    real = config["config"]["data_dir"]
+    config["config"]["data_dir"] = "../elsewhere/camvid"
+    (moved / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out" / "m.keras"
+    with pytest.raises(UserError) as caught:
+        export.export_model(moved, "keras", out)
+    err = str(caught.value).splitlines()
+    assert len(err) == 1 and "'../elsewhere/camvid', which is not here" in err[0] and "--data-dir" in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert export.export_model(moved, "keras", out, data_dir=real).parity.agreement == 1.0
+
+
 def test_keras_format_for_shipping(run, tmp_path):
     """--format keras: a float32 .keras without optimizer state, its classes beside it, same numbers."""
     import keras

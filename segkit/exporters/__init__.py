@@ -240,6 +240,9 @@ def _export(model, fmt, out, quantize, image_size, dataset, data_dir, data_optio
         raise UserError(f"--dataset is needed: {model} does not record which dataset it was trained on "
                         "(export checks the exported file on its validation images)")
     folder = data_dir if dataset or data_dir else run_config.get("data_dir")
+    if folder and not (dataset or data_dir) and not Path(folder).expanduser().is_dir():
+        raise UserError(f"{model} was trained on {dataset_name} at {folder!r}, which is not here: export checks "
+                        f"the exported file on that dataset's validation images; give --data-dir")
     size = None
     if fmt == "tflite":
         size = tuple(image_size or run_config.get("image_size") or ())

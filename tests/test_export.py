@@ -296,9 +296,11 @@ def test_export_script_one_line(run, tmp_path):
 
 
 def test_a_model_whose_data_is_elsewhere_asks_for_data_dir(run, tmp_path):
-    """A model exported on another machine (its recorded data folder missing here) is refused in one line that
-    names --data-dir, before anything is written; with --data-dir it exports."""
+    """A model trained on another machine (its recorded data folder missing here) is refused in one line that
+    names --data-dir, before anything is written, by export and evaluate alike; with --data-dir it exports."""
     import shutil
+
+    from segkit.inference import scoring
 
     moved = tmp_path / "moved"
     shutil.copytree(run, moved, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
@@ -307,11 +309,12 @@ def test_a_model_whose_data_is_elsewhere_asks_for_data_dir(run, tmp_path):
     config["config"]["data_dir"] = "../elsewhere/camvid"
     (moved / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out" / "m.keras"
-    with pytest.raises(UserError) as caught:
-        export.export_model(moved, "keras", out)
-    err = str(caught.value).splitlines()
-    assert len(err) == 1 and "'../elsewhere/camvid', which is not here" in err[0] and "--data-dir" in err[0], err
-    assert not (tmp_path / "out").exists()
+    for refused in (lambda: export.export_model(moved, "keras", out), lambda: scoring.evaluate_model(moved)):
+        with pytest.raises(UserError) as caught:
+            refused()
+        err = str(caught.value).splitlines()
+        assert len(err) == 1 and "'../elsewhere/camvid', which is not here" in err[0] and "--data-dir" in err[0], err
+        assert not (tmp_path / "out").exists()
     assert export.export_model(moved, "keras", out, data_dir=real).parity.agreement == 1.0
 
 

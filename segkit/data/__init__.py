@@ -107,5 +107,17 @@ def load_dataset(name: str, data_dir=None, split: str = "train", **options):
     return ds, info
 
 
+def load_run_data(model, run_config: dict, name: str, split: str, *, dataset=None, data_dir=None, **options):
+    """load_dataset for a trained `model` (evaluate, export): from `data_dir` when a dataset or folder is
+    given, else from the folder its run recorded (`run_config`). A recorded folder that is not on this machine
+    (a shipped file, a run copied from elsewhere) is refused in one line that names it and --data-dir."""
+    given = bool(dataset or data_dir)
+    folder = data_dir if given else run_config.get("data_dir")
+    if folder and not given and not os.path.isdir(os.path.expanduser(folder)):
+        raise UserError(f"{model} was trained on {name} at {folder!r}, which is not here; give --data-dir")
+    return load_dataset(name, folder, split, **options)
+
+
 __all__ = ["DATASETS", "IGNORE", "DatasetInfo", "UserError", "class_pixel_counts", "coerce_options",
-           "data_errors_as_user_errors", "explain_data_error", "load_dataset", "loader_options", "parse_option"]
+           "data_errors_as_user_errors", "explain_data_error", "load_dataset", "load_run_data", "loader_options",
+           "parse_option"]

@@ -239,10 +239,6 @@ def _export(model, fmt, out, quantize, image_size, dataset, data_dir, data_optio
     if dataset_name is None:
         raise UserError(f"--dataset is needed: {model} does not record which dataset it was trained on "
                         "(export checks the exported file on its validation images)")
-    folder = data_dir if dataset or data_dir else run_config.get("data_dir")
-    if folder and not (dataset or data_dir) and not Path(folder).expanduser().is_dir():
-        raise UserError(f"{model} was trained on {dataset_name} at {folder!r}, which is not here: export checks "
-                        f"the exported file on that dataset's validation images; give --data-dir")
     size = None
     if fmt == "tflite":
         size = tuple(image_size or run_config.get("image_size") or ())
@@ -266,11 +262,12 @@ def _export(model, fmt, out, quantize, image_size, dataset, data_dir, data_optio
                         "another name")
     kind = fmt if fmt != "tflite" else quantize
 
-    loader = run_loader_options(run_config, dataset, data_options)
-    val_ds, val_info = data.load_dataset(dataset_name, folder, run_config.get("val_split", "val"), **loader)
+    loader = dict(run_loader_options(run_config, dataset, data_options), dataset=dataset, data_dir=data_dir)
+    val_ds, val_info = data.load_run_data(model, run_config, dataset_name, run_config.get("val_split", "val"), **loader)
     train_ds, train_info = val_ds, val_info
     if quantize == "int8":
-        train_ds, train_info = data.load_dataset(dataset_name, folder, run_config.get("train_split", "train"), **loader)
+        train_ds, train_info = data.load_run_data(model, run_config, dataset_name,
+                                                  run_config.get("train_split", "train"), **loader)
     made = [p for p in reversed([out.parent, *out.parent.parents]) if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

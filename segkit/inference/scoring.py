@@ -116,9 +116,9 @@ def evaluate_model(model, *, dataset=None, data_dir=None, split=None, data_optio
     name = dataset or run_config.get("dataset")
     if name is None:
         raise UserError(f"--dataset is needed: {predictor.path} does not record which dataset it was trained on")
-    folder = data_dir if dataset or data_dir else run_config.get("data_dir")
     split = split or run_config.get("val_split", "val")
-    ds, info = data.load_dataset(name, folder, split, **run_loader_options(run_config, dataset, data_options))
+    ds, info = data.load_run_data(predictor.path, run_config, name, split, dataset=dataset, data_dir=data_dir,
+                                  **run_loader_options(run_config, dataset, data_options))
     if predictor.num_classes != info.num_classes:
         raise UserError(f"{predictor.path} predicts {predictor.num_classes} classes but {info.name} has {info.num_classes}")
     with data.data_errors_as_user_errors(info):

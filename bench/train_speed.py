@@ -3,6 +3,7 @@
     python -m bench.train_speed --model resnet34_unet --image-size 224 224 --batch-size 8
     python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --precision float32
     python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --jit-compile
+    python -m bench.train_speed --model ddrnet --variant tiny --image-size 352 480 --distill-from pretrained/camvid.keras
 
 What is timed is what train.py runs: the model, loss, mIoU metric, AdamW and compile come from
 `segkit.training.loop_keras.build_and_compile` (unet_tf: `models.unet_tf.make_train_step`, as segkit.training.loop_tf), the precision
@@ -48,7 +49,7 @@ from bench.flops import TRAINING_FACTOR, model_flops  # noqa: E402
 from segkit import cli, runtime  # noqa: E402
 from segkit.training import batchnorm
 from segkit.config import TrainConfig, validate  # noqa: E402
-from segkit.training.loop_keras import build_and_compile  # noqa: E402
+from segkit.training.loop_keras import build_and_compile, keras_model_at  # noqa: E402
 
 
 def parse_args(argv):
@@ -65,7 +66,11 @@ def parse_args(argv):
     parser.add_argument("--head-stride", type=int, default=None, help="ddrnet's head stride, as train.py's --head-stride")
     parser.add_argument("--aux-weight", type=float, default=0.0,
                         help="ddrnet: train with the auxiliary head, as train.py's --aux-weight (0: none)")
-    parser.add_argument("--num-classes", type=int, default=None, help="logit channels (default: shapes' 4)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="logit channels (default: shapes' 4, or the teacher's with --distill-from)")
+    parser.add_argument("--distill-from", default=None, metavar="PATH",
+                        help="time distillation from this trained model (.keras file or run folder), as train.py's "
+                             "--distill-from: its forward pass runs on every training batch")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps and inference batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (tracing)")
     parser.add_argument("--count", type=int, default=64, help="generated scenes, cached, shuffled each pass")
@@ -87,7 +92,7 @@ def bench_config(args) -> TrainConfig:
                          batch_size=args.batch_size, precision=args.precision, loss=args.loss,
                          jit_compile=args.jit_compile, alpha=args.alpha, variant=args.variant,
                          head_stride=args.head_stride, aux_weight=args.aux_weight, epochs=1,
-                         steps_per_epoch=args.steps)
+                         steps_per_epoch=args.steps, distill_from=args.distill_from)
     validate(config)
     return config
 
@@ -138,7 +143,8 @@ def time_keras(config, info, batches, steps, warmup):
         t = time.perf_counter()
         model.predict_on_batch(images)
         times.append(time.perf_counter() - t)
-    return steady, steps * b / wall, b / statistics.median(times), model.count_params()
+    student = getattr(model, "student", model)  # with --distill-from: the network trained, not its teacher
+    return steady, steps * b / wall, b / statistics.median(times), student.count_params()
 
 
 def time_unet_tf(config, info, batches, steps, warmup):
@@ -184,7 +190,10 @@ def main(argv=None) -> int:
     policy = runtime.set_precision(config.precision, config.model)
     keras.utils.set_random_seed(config.seed)
     load_before = os.getloadavg()[0]
-    _, batches, info = shapes_data(config, args.count, args.num_classes)
+    num_classes = args.num_classes
+    if config.distill_from and num_classes is None:  # the teacher decides how many classes the student predicts
+        num_classes = keras_model_at(config.distill_from, "--distill-from")[1].outputs[0].shape[-1]
+    _, batches, info = shapes_data(config, args.count, num_classes)
 
     timer = time_unet_tf if config.model == "unet_tf" else time_keras
     steady, wall, infer, params = timer(config, info, batches, args.steps, args.warmup)
@@ -195,7 +204,10 @@ def main(argv=None) -> int:
               "infer_images_per_sec": round(infer, 2),
               "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "tensorflow": tf.__version__, "keras": keras.__version__}
-    flops = None if config.model == "unet_tf" else model_flops(config.model, config.image_size, info.num_classes,
+    if config.distill_from:
+        result["distill_from"] = config.distill_from
+    # the share of peak counts the trained network's work; a teacher's forward pass is not in it, so none is given
+    flops = None if config.model == "unet_tf" or config.distill_from else model_flops(config.model, config.image_size, info.num_classes,
                                                                  **config.model_options())
     peak = args.peak_gflops or machine.matmul_peak("bfloat16" if "bfloat16" in policy else "float32")
     result.update({"cpu": machine.cpu(), "peak_gflops": round(peak, 1)})

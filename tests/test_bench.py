@@ -36,6 +36,25 @@ def test_train_speed_reports_share_of_peak():
     assert re.search(r"^CPU .+, \d+ cores, load average", result.stdout, re.M)  # the machine beside the figures
 
 
+def test_train_speed_times_distillation(tmp_path):
+    # A teacher of 3 classes: the student is built for its classes, its forward pass is in the timed step,
+    # and no share of peak is claimed (the teacher's work is not counted in it).
+    from segkit import models
+
+    teacher = models.build_model("ddrnet", 3, input_shape=(None, None, 3), variant="tiny")
+    teacher.save(tmp_path / "teacher.keras")
+    result = run_script("-m", "bench.train_speed", "--model", "ddrnet", "--variant", "tiny", "--image-size", "64", "64",
+                        "--batch-size", "2", "--steps", "2", "--warmup", "1", "--count", "4", "--json",
+                        "--distill-from", str(tmp_path / "teacher.keras"))
+    assert result.returncode == 0, result.stderr[-1500:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["num_classes"] == 3 and figures["distill_from"] == str(tmp_path / "teacher.keras")
+    assert figures["train_images_per_sec"] > 0 and "share_of_peak" not in figures
+    assert figures["parameters"] == models.build_model("ddrnet", 3, input_shape=(None, None, 3),
+                                                       variant="tiny").count_params()  # the student's alone
+    assert "distilling from" in result.stdout
+
+
 def test_stride_ceiling_by_hand():
     # 32x32: class 0, a 4-pixel band of class 1 in columns 8-11 (one stride-4 cell wide, half a stride-8
     # cell), and an ignored 8x8 corner. At stride 4 the band's cells are pure and the bilinear resize puts

@@ -7,10 +7,12 @@ which normalizes bfloat16 activations in one pass with float32 statistics. On th
 made segmentation_models' ResNet34 U-Net (tf-keras) train 13-15% faster than ours at equal precision.
 
 `fused()` is a context around a training loop (`model.fit`): inside it, `keras.layers.BatchNormalization` takes
-the fused kernel in training steps where the math
-is the same (4-D NHWC input, no mask, no renorm, not synchronized): the output, the gradients and the
-moving statistics agree with Keras' own computation to float rounding (`tests/test_batchnorm.py`).
-Everything else, inference included, runs Keras' code. Only the computation changes: models keep Keras'
+the fused kernel wherever the math is the same (4-D NHWC input, no mask, no renorm, not synchronized): in
+training steps (batch statistics) the output, the gradients and the moving statistics agree with Keras' own
+computation to float rounding, and so do the output and gradients of inference calls (moving statistics: the
+validation passes, a distillation teacher, frozen layers) (`tests/test_batchnorm.py`). A frozen teacher's
+forward pass in mixed bfloat16 is one kernel per layer instead of a cast, four float32 passes and a cast back.
+Everything else runs Keras' code. Only the computation changes: models keep Keras'
 layer class, so saved files are plain Keras files. `SEGKIT_FUSED_BN=off` leaves Keras as it is. The loop
 traces its step inside the context, so a new run and a resumed one (a checkpoint loaded in a new process)
 train on the same kernel; outside it Keras' own code runs.
@@ -33,19 +35,27 @@ def enabled() -> bool:
     return os.environ.get("SEGKIT_FUSED_BN", "on").lower() not in ("off", "0", "false")
 
 
-def fusable(layer, inputs, training, mask) -> bool:
-    """Whether this call of `layer` is a training step the fused kernel computes exactly as Keras does."""
-    return bool(training) and layer.trainable and mask is None and not layer.renorm and not layer.synchronized \
+def fusable(layer, inputs, mask) -> bool:
+    """Whether the fused kernel computes this call of `layer` exactly as Keras does (a training step with
+    batch statistics or an inference call with the moving ones: Keras uses the batch's when `training` and
+    the layer is trainable)."""
+    return mask is None and not layer.renorm and not layer.synchronized \
         and len(inputs.shape) == 4 and layer.axis in (-1, 3) and inputs.dtype in _FLOATS \
         and layer.epsilon >= MIN_EPSILON
 
 
 def _call(self, inputs, training=None, mask=None):
-    if not fusable(self, inputs, training, mask):
+    if not fusable(self, inputs, mask):
         return _keras_call(self, inputs, training=training, mask=mask)
     channels = inputs.shape[-1]
     scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
     offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+    if not (training and self.trainable):  # inference: the moving statistics, nothing updated
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
+            variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
+            is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
     outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
         inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True)
     # The kernel returns the batch variance with Bessel's correction (for tf-keras' moving average);

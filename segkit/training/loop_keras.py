@@ -247,7 +247,8 @@ def _fit(config, run, splits, interrupt) -> RunRecorder:
     callbacks.append(RecorderCallback(recorder, interrupt))
     if run.writer:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "logs"), write_graph=False))
-    # BatchNormalization trains on TensorFlow's fused kernel, in a new run and a resumed one alike.
+    # BatchNormalization runs TensorFlow's fused kernel (training steps, validation, a teacher's forward pass),
+    # in a new run and a resumed one alike.
     with batchnorm.fused():
         model.fit(splits.train, epochs=config.epochs, initial_epoch=run.resume_epoch,
                   steps_per_epoch=splits.steps, validation_data=splits.val, callbacks=callbacks,

@@ -3,7 +3,8 @@
     python -m bench.train_speed --model resnet34_unet --image-size 224 224 --batch-size 8
     python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --precision float32
     python -m bench.train_speed --model mobilenetv2_pix2pix --image-size 224 224 --batch-size 8 --jit-compile
-    python -m bench.train_speed --model ddrnet --variant tiny --image-size 352 480 --distill-from pretrained/camvid.keras
+    python -m bench.train_speed --model ddrnet --variant tiny --image-size 352 480 \
+        --distill-from pretrained/camvid.keras
 
 What is timed is what train.py runs: the model, loss, mIoU metric, AdamW and compile come from
 `segkit.training.loop_keras.build_and_compile` (unet_tf: `models.unet_tf.make_train_step`, as segkit.training.loop_tf), the precision
@@ -207,8 +208,8 @@ def main(argv=None) -> int:
     if config.distill_from:
         result["distill_from"] = config.distill_from
     # the share of peak counts the trained network's work; a teacher's forward pass is not in it, so none is given
-    flops = None if config.model == "unet_tf" or config.distill_from else model_flops(config.model, config.image_size, info.num_classes,
-                                                                 **config.model_options())
+    counted = config.model != "unet_tf" and not config.distill_from
+    flops = model_flops(config.model, config.image_size, info.num_classes, **config.model_options()) if counted else None
     peak = args.peak_gflops or machine.matmul_peak("bfloat16" if "bfloat16" in policy else "float32")
     result.update({"cpu": machine.cpu(), "peak_gflops": round(peak, 1)})
     if flops:

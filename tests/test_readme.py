@@ -71,7 +71,8 @@ def test_every_command_names_real_flags():
         prog = program(command)
         if prog not in helps:
             helps[prog] = help_text(prog)
-        for flag in re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", command):
+        words = shlex.split(command)  # a quoted value (a --recipe text) is one word, its inner "--x" no flag
+        for flag in (m.group(1) for w in words if (m := re.fullmatch(r"(--[a-z][a-z0-9-]*)(=.*)?", w))):
             assert re.search(rf"{re.escape(flag)}\b", helps[prog]), f"{flag} is not a flag of {prog}: {command}"
 
 

@@ -3,6 +3,7 @@ the Keras model; every registry model converts; a failed check or bad input leav
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -337,6 +338,14 @@ def test_keras_format_for_shipping(run, tmp_path):
     assert entry["config"]["run_dir"] == run.name and entry["export"]["source"] == run.name
     assert str(tmp_path) not in json.dumps(entry) and str(run.parent) not in json.dumps(entry)
     assert miou(shipped_out) == pytest.approx(miou(run), abs=1e-6)
+    # a student's teacher is a file of that machine too
+    student = tmp_path / "student-run"
+    shutil.copytree(run, student)
+    config = json.loads((student / "config.json").read_text())
+    config["config"]["distill_from"] = str(tmp_path / "t" / "teacher.keras")
+    (student / "config.json").write_text(json.dumps(config))
+    export.export_model(student, "keras", tmp_path / "ship" / "student.keras", recipe="tests: a student")
+    assert sidecar.read(tmp_path / "ship" / "student.keras")["config"]["distill_from"] == "teacher.keras"
     for kwargs, message in (({"quantize": "int8"}, "apply to --format tflite only"),
                             ({"out": tmp_path / "x.tflite"}, "must be a .keras file")):
         with pytest.raises(UserError, match=message):

@@ -82,13 +82,13 @@ def check_request(fmt, out, quantize="none", image_size=None, calibration_images
             raise UserError(f"{flag} must be at least 1, got {value}")
 
 
-PATH_FIELDS = ("run_dir", "init_from")  # config fields that name folders of the machine a model was trained on
+PATH_FIELDS = ("run_dir", "init_from", "distill_from")  # config fields naming the training machine's files
 
 
 def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=None) -> dict:
     """The sidecar's content. With `recipe` (for a file that is shipped to others) the sidecar names the
-    recipe, and the training machine's paths (run folder, --init-from, the exported source) keep only their
-    last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet"."""
+    recipe, and the training machine's paths (run folder, --init-from, --distill-from, the exported source)
+    keep only their last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet"."""
     info = source.info or {}
     config = dict(info.get("config", {}))
     source_name = str(source.path)

@@ -18,8 +18,10 @@ PRETRAINED = ROOT / "pretrained"
 SAMPLE = ROOT / "segkit" / "data" / "sample" / "camvid"
 # Measured on the 32 sample val frames (180x240 JPEG), which the shipped networks trained on (train+val), so
 # these are not held-out figures: camvid.keras 0.725 at their own size, the int8 files at their 360x480 (the
-# frames upsampled 2x, the scale they trained at) 0.848 (slim) and 0.846 (ensemble). Floors sit 4 points lower.
-MODELS = {"camvid.keras": 0.68, "camvid_ensemble_int8.tflite": 0.80, "camvid_realtime_int8.tflite": 0.80}
+# frames upsampled 2x, the scale they trained at) 0.848 (slim), 0.846 (ensemble) and 0.805 (tiny student).
+# Floors sit 4 points lower.
+MODELS = {"camvid.keras": 0.68, "camvid_ensemble_int8.tflite": 0.80, "camvid_realtime_int8.tflite": 0.80,
+          "camvid_tiny_int8.tflite": 0.76}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

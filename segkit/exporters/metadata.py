@@ -163,8 +163,14 @@ def add_segmenter_metadata(model: bytes, labels: list, **options) -> bytes:
         tree.metadata.append(entry)
     b = flatbuffers.Builder(len(model) + len(data) + 4096)
     b.Finish(tree.Pack(b), file_identifier=b"TFL3")
-    out = io.BytesIO(bytes(b.Output()))
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:  # appended after the flatbuffer
+    return append_labels(bytes(b.Output()), labels)
+
+
+def append_labels(model: bytes, labels: list) -> bytes:
+    """The flatbuffer `model` with labels.txt in an uncompressed zip appended, where MediaPipe reads it."""
+    out = io.BytesIO(model)
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     return out.getvalue()
 

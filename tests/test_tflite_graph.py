@@ -1,0 +1,108 @@
+"""segkit.exporters.tflite_graph: an int8 DDRNet file's output requantization moves before its final resize and
+crop, and the file gives exactly the converter's values; graphs without that tail are left as they are."""
+
+import numpy as np
+import pytest
+
+from segkit import models
+from segkit.exporters import source, tflite
+from segkit.exporters.tflite_graph import requantize_early
+from segkit.inference import tflite_runtime as tflite_infer
+from tensorflow.lite.python import schema_py_generated as schema
+
+SIZE = (50, 70)  # not multiples of 32: the graph pads to 64x96 and crops the logits back
+
+
+def keras_source(model, where):
+    model = source.float32_model(model)
+    return source.Source("keras", where, lambda x: model(x, training=False), source.keras_variables(model), None)
+
+
+def calibration(count=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (1, *SIZE, 3)).astype(np.float32) / 255 for _ in range(count)]
+
+
+def ops_and_tensors(data: bytes):
+    """[(op name, [input shapes], [output type names])] in execution order."""
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = tree.subgraphs[0]
+    out = []
+    for op in graph.operators:
+        code = tree.operatorCodes[op.opcodeIndex]
+        out.append((names[max(code.builtinCode, code.deprecatedBuiltinCode)],
+                    [list(graph.tensors[t].shape) for t in op.inputs],
+                    [types[graph.tensors[t].type] for t in op.outputs]))
+    return out
+
+
+def outputs(path, images, xnnpack):
+    interpreter = tflite_infer.make_interpreter(path, num_threads=1, xnnpack=xnnpack)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"]).copy())
+    return np.stack(results), out["quantization"], out["dtype"]
+
+
+@pytest.fixture(scope="module")
+def ddrnet_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddrnet")
+    model = models.build_model("ddrnet", 5, variant="nano")
+    converted = tflite.converter_bytes(keras_source(model, tmp), SIZE, "int8", calibration())
+    (tmp / "converter.tflite").write_bytes(converted)
+    (tmp / "rewritten.tflite").write_bytes(requantize_early(converted))
+    return tmp / "converter.tflite", tmp / "rewritten.tflite", keras_source(model, tmp)
+
+
+def test_the_requantization_moves_before_the_resize(ddrnet_files):
+    before, after = (ops_and_tensors(p.read_bytes()) for p in ddrnet_files[:2])
+    assert [name for name, _, _ in before[-4:]] == ["CONV_2D", "RESIZE_BILINEAR", "STRIDED_SLICE", "QUANTIZE"]
+    assert [name for name, _, _ in after[-4:]] == ["CONV_2D", "QUANTIZE", "RESIZE_BILINEAR", "STRIDED_SLICE"]
+    assert before[:-3] == after[:-3]  # nothing else changes
+    # The QUANTIZE now reads the head's stride-8 logits (64x96 padded: 8x12), not the full-size ones.
+    assert before[-1][1] == [[1, 50, 70, 5]] and after[-3][1] == [[1, 8, 12, 5]]
+    assert [types for _, _, types in after[-3:]] == [["UINT8"]] * 3
+
+
+@pytest.mark.parametrize("xnnpack", ["on", "off"])
+def test_the_rewritten_file_gives_the_converters_values(ddrnet_files, xnnpack):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (1, *SIZE, 3), dtype=np.uint8) for _ in range(3)]
+    images += [np.zeros((1, *SIZE, 3), np.uint8), np.full((1, *SIZE, 3), 255, np.uint8)]
+    (a, qa, ta), (b, qb, tb) = (outputs(p, images, xnnpack) for p in ddrnet_files[:2])
+    assert ta == tb == np.uint8 and qa == qb and a.shape == (5, 1, *SIZE, 5)
+    assert np.ptp(a) > 0  # the check compares something
+    if xnnpack == "on":  # how segkit runs int8 files, and MediaPipe on a CPU: the same values
+        np.testing.assert_array_equal(a, b)
+    else:  # TFLite's built-in int8 and uint8 resize kernels round a few interpolated values apart
+        difference = np.abs(a.astype(int) - b.astype(int))
+        assert difference.max() <= 1 and np.mean(difference > 0) < 0.01
+        assert np.mean(a.argmax(-1) == b.argmax(-1)) > 0.99
+
+
+def test_graphs_without_the_tail_stay_as_they_are(ddrnet_files, tmp_path):
+    # A float file has no output QUANTIZE; a file whose logits come from a convolution at full size has only
+    # the crop of the padded frame to move past, which would requantize more values (64x96, not 50x70);
+    # a rewritten file has nothing left to move.
+    model = models.build_model("ddrnet", 5, variant="nano")
+    float_file = tflite.converter_bytes(keras_source(model, tmp_path), SIZE, "none")
+    assert requantize_early(float_file) == float_file
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    conv = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    full_size = tflite.converter_bytes(keras_source(conv, tmp_path), SIZE, "int8", calibration(2))
+    assert [name for name, _, _ in ops_and_tensors(full_size)][-3:] == ["CONV_2D", "STRIDED_SLICE", "QUANTIZE"]
+    assert requantize_early(full_size) == full_size
+    rewritten = ddrnet_files[1].read_bytes()
+    assert requantize_early(rewritten) == rewritten
+
+
+def test_export_writes_the_rewritten_file(ddrnet_files):
+    converter_file, rewritten_file, src = ddrnet_files
+    assert tflite.tflite_bytes(src, SIZE, "int8", calibration()) == rewritten_file.read_bytes()

@@ -343,8 +343,8 @@ def test_keras_format_for_shipping(run, tmp_path):
             export.export_model(run, "keras", **{"out": out, **kwargs})
 
 
-def test_shipped_sidecar_keeps_only_names_of_the_training_machine_files(tmp_path):
-    # the run folder, --init-from and a student's --distill-from teacher; the data folder is the user's to give
+def test_shipped_sidecar_keeps_only_names_of_the_training_machine_files(tmp_path, monkeypatch):
+    # the run folder, --init-from and a student's --distill-from teacher; a relative data folder is kept as given
     machine = tmp_path / "home" / "me"
     config = {"run_dir": str(machine / "runs" / "student"), "init_from": str(machine / "runs" / "base"),
               "distill_from": str(machine / "teacher.keras"), "data_dir": "../shared/datasets/camvid"}
@@ -354,6 +354,12 @@ def test_shipped_sidecar_keeps_only_names_of_the_training_machine_files(tmp_path
                                  "data_dir": "../shared/datasets/camvid"}
     assert payload["export"]["source"] == "student" and payload["recipe"] == "tests"
     assert str(machine) not in json.dumps(payload)
+    # A run that named its data folder by its absolute path: relative to where export runs, as scripts read it.
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    model.info["config"]["data_dir"] = str(tmp_path / "shared" / "datasets" / "camvid")
+    payload = export.sidecar_payload(model, "keras", "none", None, check.Parity(0.0, 1.0, 1.0), recipe="tests")
+    assert payload["config"]["data_dir"] == os.path.join("..", "shared", "datasets", "camvid")
 
 
 def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):

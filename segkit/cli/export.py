@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validation images the export is checked on (default 4)")
     parser.add_argument("--recipe", help="for files shipped to others: a line naming how the model was made; the "
                                          "sidecar then holds it instead of this machine's folders (run folder, "
-                                         "--init-from, source keep only their names)")
+                                         "--init-from, --distill-from, source keep only their names; an absolute data "
+                                         "folder is written relative to this one)")
     return parser
 
 

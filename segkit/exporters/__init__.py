@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -88,7 +89,9 @@ PATH_FIELDS = ("run_dir", "init_from", "distill_from")  # config fields naming t
 def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=None) -> dict:
     """The sidecar's content. With `recipe` (for a file that is shipped to others) the sidecar names the
     recipe, and the training machine's paths (run folder, --init-from, --distill-from, the exported source)
-    keep only their last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet"."""
+    keep only their last component: e.g. "camvid-ddrnet" rather than "/home/me/runs/camvid-ddrnet". An
+    absolute data folder becomes relative to the folder export runs in (the repository, for shipped files),
+    as the scripts read a relative one: "../shared/datasets/camvid" rather than "/work/shared/datasets/camvid"."""
     info = source.info or {}
     config = dict(info.get("config", {}))
     source_name = str(source.path)
@@ -96,6 +99,8 @@ def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=
         for field in PATH_FIELDS:
             if config.get(field):
                 config[field] = Path(config[field]).name
+        if config.get("data_dir") and Path(config["data_dir"]).is_absolute():
+            config["data_dir"] = os.path.relpath(config["data_dir"])
         source_name = _source_name(source.path)
     if source.members:  # an ensemble: its models' names (and the first one's config, for the dataset)
         source_name = [_source_name(p) if recipe else str(p) for p in source.members]

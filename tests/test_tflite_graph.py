@@ -6,7 +6,7 @@ import pytest
 
 from segkit import models
 from segkit.exporters import source, tflite
-from segkit.exporters.tflite_graph import requantize_early
+from segkit.exporters.tflite_graph import input_through_float, requantize_early, rewrite_int8
 from segkit.inference import tflite_runtime as tflite_infer
 from tensorflow.lite.python import schema_py_generated as schema
 
@@ -55,12 +55,13 @@ def ddrnet_files(tmp_path_factory):
     model = models.build_model("ddrnet", 5, variant="nano")
     converted = tflite.converter_bytes(keras_source(model, tmp), SIZE, "int8", calibration())
     (tmp / "converter.tflite").write_bytes(converted)
-    (tmp / "rewritten.tflite").write_bytes(requantize_early(converted))
+    (tmp / "rewritten.tflite").write_bytes(rewrite_int8(converted))
     return tmp / "converter.tflite", tmp / "rewritten.tflite", keras_source(model, tmp)
 
 
 def test_the_requantization_moves_before_the_resize(ddrnet_files):
-    before, after = (ops_and_tensors(p.read_bytes()) for p in ddrnet_files[:2])
+    converted = ddrnet_files[0].read_bytes()
+    before, after = ops_and_tensors(converted), ops_and_tensors(requantize_early(converted))
     assert [name for name, _, _ in before[-4:]] == ["CONV_2D", "RESIZE_BILINEAR", "STRIDED_SLICE", "QUANTIZE"]
     assert [name for name, _, _ in after[-4:]] == ["CONV_2D", "QUANTIZE", "RESIZE_BILINEAR", "STRIDED_SLICE"]
     assert before[:-3] == after[:-3]  # nothing else changes
@@ -69,13 +70,25 @@ def test_the_requantization_moves_before_the_resize(ddrnet_files):
     assert [types for _, _, types in after[-3:]] == [["UINT8"]] * 3
 
 
+def test_the_pixels_are_converted_through_float(ddrnet_files):
+    converted = ddrnet_files[0].read_bytes()
+    before, after = ops_and_tensors(converted), ops_and_tensors(input_through_float(converted))
+    assert before[0] == ("QUANTIZE", [[1, 50, 70, 3]], ["INT8"])
+    assert after[:2] == [("DEQUANTIZE", [[1, 50, 70, 3]], ["FLOAT32"]), ("QUANTIZE", [[1, 50, 70, 3]], ["INT8"])]
+    assert before[1:] == after[2:]
+    both = ops_and_tensors(ddrnet_files[1].read_bytes())  # the file export writes: both rewrites
+    assert [name for name, _, _ in both[:2]] == ["DEQUANTIZE", "QUANTIZE"]
+    assert [name for name, _, _ in both[-3:]] == ["QUANTIZE", "RESIZE_BILINEAR", "STRIDED_SLICE"]
+
+
 @pytest.mark.parametrize("xnnpack", ["on", "off"])
 def test_the_rewritten_file_gives_the_converters_values(ddrnet_files, xnnpack):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (1, *SIZE, 3), dtype=np.uint8) for _ in range(3)]
-    images += [np.zeros((1, *SIZE, 3), np.uint8), np.full((1, *SIZE, 3), 255, np.uint8)]
+    images += [np.zeros((1, *SIZE, 3), np.uint8), np.full((1, *SIZE, 3), 255, np.uint8),
+               (np.arange(np.prod(SIZE) * 3) % 256).astype(np.uint8).reshape(1, *SIZE, 3)]  # every pixel value
     (a, qa, ta), (b, qb, tb) = (outputs(p, images, xnnpack) for p in ddrnet_files[:2])
-    assert ta == tb == np.uint8 and qa == qb and a.shape == (5, 1, *SIZE, 5)
+    assert ta == tb == np.uint8 and qa == qb and a.shape == (6, 1, *SIZE, 5)
     assert np.ptp(a) > 0  # the check compares something
     if xnnpack == "on":  # how segkit runs int8 files, and MediaPipe on a CPU: the same values
         np.testing.assert_array_equal(a, b)
@@ -99,8 +112,9 @@ def test_graphs_without_the_tail_stay_as_they_are(ddrnet_files, tmp_path):
     full_size = tflite.converter_bytes(keras_source(conv, tmp_path), SIZE, "int8", calibration(2))
     assert [name for name, _, _ in ops_and_tensors(full_size)][-3:] == ["CONV_2D", "STRIDED_SLICE", "QUANTIZE"]
     assert requantize_early(full_size) == full_size
+    assert input_through_float(float_file) == float_file  # a float file takes uint8 pixels and casts them
     rewritten = ddrnet_files[1].read_bytes()
-    assert requantize_early(rewritten) == rewritten
+    assert requantize_early(rewritten) == rewritten and input_through_float(rewritten) == rewritten
 
 
 def test_export_writes_the_rewritten_file(ddrnet_files):

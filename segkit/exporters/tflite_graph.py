@@ -1,4 +1,5 @@
-"""Rewrites of a converted int8 .tflite graph that change where work is done, not what it computes.
+"""Rewrites of a converted int8 .tflite graph that change where work is done, not what it computes
+(`rewrite_int8` applies both; export.py does so for every full-integer file).
 
 `requantize_early`: the converter ends a full-integer segmentation file with
 
@@ -15,11 +16,18 @@ smaller, and runs the resize and the slice on uint8 instead:
 It is taken only where it leaves fewer values to requantize, and only when it cannot change a value's
 meaning: every op moved past is RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR or STRIDED_SLICE with the same
 quantization on its input and output, each intermediate tensor feeds only the next op, and the QUANTIZE
-keeps the scale (it only shifts the zero point, by 128). Shifting every value by a constant commutes with slicing exactly, and with bilinear
-interpolation up to the rounding of the interpolated value: through XNNPACK (how segkit runs int8 files,
-and MediaPipe on a CPU) the rewritten file gives the converter's file's values exactly; TFLite's built-in
-kernels round its int8 and uint8 resizes apart on a few values, by one level (0.3% of the logits in
-tests/test_tflite_graph.py). Anything else is left as the converter wrote it.
+keeps the scale (it only shifts the zero point, by 128). Shifting every value by a constant commutes with
+slicing exactly, and with bilinear interpolation up to the rounding of the interpolated value: through
+XNNPACK (how segkit runs int8 files, and MediaPipe on a CPU) the rewritten file gives the converter's file's
+values exactly; TFLite's built-in kernels round their int8 and uint8 resizes apart on a few values, by one
+level (0.3% of the logits in tests/test_tflite_graph.py).
+
+`input_through_float`: the file's first op converts the uint8 pixels to int8 (QUANTIZE uint8 -> int8, the
+same scale 1/255 and zero point -128), another conversion XNNPACK does not take. Done as DEQUANTIZE
+(uint8 -> float32) then QUANTIZE (float32 -> int8), both of which it takes, it runs on every thread in
+vector code and gives the same int8 pixel for each of the 256 values.
+
+Anything else is left as the converter wrote it.
 """
 
 from __future__ import annotations
@@ -123,7 +131,55 @@ def requantize_early(model: bytes) -> bytes:
     ops = [op for op in graph.operators if op is not quantize]
     ops.insert(ops.index(first), quantize)
     graph.operators = ops
-    b = flatbuffers.Builder(len(model) + 4096)
+    return _pack(tree, len(model))
+
+
+def input_through_float(model: bytes) -> bytes:
+    """`model` with its input conversion (QUANTIZE uint8 -> int8 of the raw pixels) done as DEQUANTIZE
+    (uint8 -> float32) then QUANTIZE (float32 -> int8), which XNNPACK takes and runs on every thread; the
+    same bytes when the file's input is not converted that way. See the module docstring."""
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    graph = tree.subgraphs[0]
+    if len(graph.inputs) != 1:
+        return model
+    pixels = int(graph.inputs[0])
+    readers = [op for op in graph.operators if pixels in [int(t) for t in op.inputs]]
+    if len(readers) != 1 or _opcode(tree, readers[0]) != _OPS.QUANTIZE:
+        return model
+    quantize = readers[0]
+    if (graph.tensors[pixels].type, graph.tensors[quantize.outputs[0]].type) != (schema.TensorType.UINT8,
+                                                                                    schema.TensorType.INT8):
+        return model
+    floats = copy.deepcopy(graph.tensors[pixels])
+    floats.type, floats.name, floats.buffer = schema.TensorType.FLOAT32, _name(floats) + "/float", 0
+    floats.quantization = schema.QuantizationParametersT()
+    graph.tensors.append(floats)
+    dequantize = schema.OperatorT()
+    dequantize.opcodeIndex = _opcode_index(tree, _OPS.DEQUANTIZE, version=1)  # version 1: from uint8
+    dequantize.inputs = np.array([pixels], np.int32)
+    dequantize.outputs = np.array([len(graph.tensors) - 1], np.int32)
+    quantize.inputs = np.array([len(graph.tensors) - 1], np.int32)
+    graph.operators.insert(graph.operators.index(quantize), dequantize)
+    return _pack(tree, len(model))
+
+
+def rewrite_int8(model: bytes) -> bytes:
+    """Both rewrites, as export.py applies them to a full-integer file."""
+    return requantize_early(input_through_float(model))
+
+
+def _opcode_index(tree, builtin: int, version: int) -> int:
+    for k, code in enumerate(tree.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return k
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
+    tree.operatorCodes.append(code)
+    return len(tree.operatorCodes) - 1
+
+
+def _pack(tree, size: int) -> bytes:
+    b = flatbuffers.Builder(size + 4096)
     b.Finish(tree.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
 

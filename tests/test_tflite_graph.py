@@ -1,5 +1,8 @@
 """segkit.exporters.tflite_graph: an int8 DDRNet file's output requantization moves before its final resize and
-crop, and the file gives exactly the converter's values; graphs without that tail are left as they are."""
+crop and its pixel conversion goes through float, and the file gives exactly the converter's values; graphs
+without those ops are left as they are, and the shipped int8 files have nothing left to rewrite."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +123,13 @@ def test_graphs_without_the_tail_stay_as_they_are(ddrnet_files, tmp_path):
 def test_export_writes_the_rewritten_file(ddrnet_files):
     converter_file, rewritten_file, src = ddrnet_files
     assert tflite.tflite_bytes(src, SIZE, "int8", calibration()) == rewritten_file.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["camvid_tiny_int8", "camvid_realtime_int8", "camvid_ensemble_int8"])
+def test_the_shipped_int8_files_carry_the_rewrites(name):
+    """Nothing is left to rewrite in the shipped files (they were rewritten in place, values unchanged)."""
+    from segkit.exporters.metadata import strip_associated_files
+
+    data = strip_associated_files((Path(__file__).resolve().parents[1] / "pretrained" / f"{name}.tflite").read_bytes())
+    assert rewrite_int8(data) == data
+    assert [op for op, _, _ in ops_and_tensors(data)[:2]] == ["DEQUANTIZE", "QUANTIZE"]

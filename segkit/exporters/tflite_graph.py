@@ -50,7 +50,7 @@ def _opcode(tree, op) -> int:
 
 
 def _params(tensor) -> tuple:
-    """(scales, zero points) of a per-tensor quantized tensor, or None."""
+    """(scale, zero point) of a per-tensor quantized tensor, or None."""
     q = tensor.quantization
     if q is None or q.scale is None or len(q.scale) != 1:
         return None

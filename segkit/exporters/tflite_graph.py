@@ -45,7 +45,10 @@ _PASS_THROUGH = (_OPS.RESIZE_BILINEAR, _OPS.RESIZE_NEAREST_NEIGHBOR, _OPS.STRIDE
 
 
 def _opcode(tree, op) -> int:
-    code = tree.operatorCodes[op.opcodeIndex]
+    return _builtin(tree.operatorCodes[op.opcodeIndex])
+
+
+def _builtin(code) -> int:
     return max(code.builtinCode, code.deprecatedBuiltinCode)  # small codes live in the deprecated field
 
 
@@ -108,11 +111,37 @@ def _with_params(tensor, params, name: str):
 def requantize_early(model: bytes) -> bytes:
     """`model` (a .tflite flatbuffer with nothing appended) with its output QUANTIZE moved before the
     resize/slice tail, see the module docstring; the same bytes when the rewrite does not apply."""
+    return _rewrite(model, _requantize_early)
+
+
+def input_through_float(model: bytes) -> bytes:
+    """`model` with its input conversion (QUANTIZE uint8 -> int8 of the raw pixels) done as DEQUANTIZE
+    (uint8 -> float32) then QUANTIZE (float32 -> int8), which XNNPACK takes and runs on every thread; the
+    same bytes when the file's input is not converted that way. See the module docstring."""
+    return _rewrite(model, _input_through_float)
+
+
+def rewrite_int8(model: bytes) -> bytes:
+    """Both rewrites, as export.py applies them to a full-integer file."""
+    return _rewrite(model, _input_through_float, _requantize_early)
+
+
+def _rewrite(model: bytes, *rewrites) -> bytes:
+    """`model` parsed once, each rewrite applied to the tree (each says whether it changed it), packed once;
+    the same bytes when none applied."""
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
-    graph = tree.subgraphs[0]
+    changed = [rewrite(tree, tree.subgraphs[0]) for rewrite in rewrites]
+    if not any(changed):
+        return model
+    b = flatbuffers.Builder(len(model) + 4096)
+    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _requantize_early(tree, graph) -> bool:
     found = _tail(tree, graph)
     if found is None:
-        return model
+        return False
     quantize, moved = found  # moved: the op feeding the QUANTIZE first
     out_params = _params(graph.tensors[quantize.outputs[0]])
     first = moved[-1]  # the first op of the tail in execution order
@@ -131,25 +160,20 @@ def requantize_early(model: bytes) -> bytes:
     ops = [op for op in graph.operators if op is not quantize]
     ops.insert(ops.index(first), quantize)
     graph.operators = ops
-    return _pack(tree, len(model))
+    return True
 
 
-def input_through_float(model: bytes) -> bytes:
-    """`model` with its input conversion (QUANTIZE uint8 -> int8 of the raw pixels) done as DEQUANTIZE
-    (uint8 -> float32) then QUANTIZE (float32 -> int8), which XNNPACK takes and runs on every thread; the
-    same bytes when the file's input is not converted that way. See the module docstring."""
-    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
-    graph = tree.subgraphs[0]
+def _input_through_float(tree, graph) -> bool:
     if len(graph.inputs) != 1:
-        return model
+        return False
     pixels = int(graph.inputs[0])
     readers = [op for op in graph.operators if pixels in [int(t) for t in op.inputs]]
     if len(readers) != 1 or _opcode(tree, readers[0]) != _OPS.QUANTIZE:
-        return model
+        return False
     quantize = readers[0]
     if (graph.tensors[pixels].type, graph.tensors[quantize.outputs[0]].type) != (schema.TensorType.UINT8,
                                                                                     schema.TensorType.INT8):
-        return model
+        return False
     floats = copy.deepcopy(graph.tensors[pixels])
     floats.type, floats.name, floats.buffer = schema.TensorType.FLOAT32, _name(floats) + "/float", 0
     floats.quantization = schema.QuantizationParametersT()
@@ -160,28 +184,17 @@ def input_through_float(model: bytes) -> bytes:
     dequantize.outputs = np.array([len(graph.tensors) - 1], np.int32)
     quantize.inputs = np.array([len(graph.tensors) - 1], np.int32)
     graph.operators.insert(graph.operators.index(quantize), dequantize)
-    return _pack(tree, len(model))
-
-
-def rewrite_int8(model: bytes) -> bytes:
-    """Both rewrites, as export.py applies them to a full-integer file."""
-    return requantize_early(input_through_float(model))
+    return True
 
 
 def _opcode_index(tree, builtin: int, version: int) -> int:
     for k, code in enumerate(tree.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _builtin(code) == builtin:
             return k
     code = schema.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
     tree.operatorCodes.append(code)
     return len(tree.operatorCodes) - 1
-
-
-def _pack(tree, size: int) -> bytes:
-    b = flatbuffers.Builder(size + 4096)
-    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 def _name(tensor) -> str:

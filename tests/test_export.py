@@ -459,7 +459,7 @@ def test_tflite_metadata_carries_labels(run, exports):
     loads in both interpreters; dynamic-range files have int8 weights and float activations."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from segkit.exporters.metadata import read_labels
+    from segkit.inference.tflite_runtime import read_labels
 
     classes = json.loads((run / "config.json").read_text())["dataset_info"]["class_names"]
     for key in ("none", "fp16", "dynamic", "int8"):

@@ -133,3 +133,35 @@ def test_the_shipped_int8_files_carry_the_rewrites(name):
     data = strip_associated_files((Path(__file__).resolve().parents[1] / "pretrained" / f"{name}.tflite").read_bytes())
     assert rewrite_int8(data) == data
     assert [op for op, _, _ in ops_and_tensors(data)[:2]] == ["DEQUANTIZE", "QUANTIZE"]
+
+
+def test_a_web_export_rewrites_an_older_int8_file(ddrnet_files, tmp_path, monkeypatch):
+    """`--format web` given an int8 .tflite exported before the rewrites: the site's copy is rewritten, keeping
+    its segmenter metadata and labels; given a rewritten file, the copy is byte for byte."""
+    from segkit.exporters import export_web, web
+    from segkit.exporters.metadata import add_segmenter_metadata, strip_associated_files
+    from segkit.inference.tflite_runtime import read_labels
+    from segkit.inference.predictor import load_predictor
+
+    runtime = tmp_path / "runtime"  # the page's runtime files are not what this test is about
+    for name in web.RUNTIME_FILES:
+        (runtime / name).parent.mkdir(parents=True, exist_ok=True)
+        (runtime / name).write_bytes(b"")
+    monkeypatch.setattr(web, "runtime", lambda: runtime)
+    labels = ["road", "car", "sky", "tree", "person"]
+    older = tmp_path / "older.tflite"
+    older.write_bytes(add_segmenter_metadata(ddrnet_files[0].read_bytes(), labels, image_size=SIZE))
+    assert load_predictor(older).class_names == labels  # no sidecar: the names the file carries
+
+    result = export_web(older, tmp_path / "site")
+    copied = (tmp_path / "site" / "model.tflite").read_bytes()
+    assert "conversions rewritten" in result.checked_on
+    assert strip_associated_files(copied) == rewrite_int8(strip_associated_files(older.read_bytes()))
+    assert [op for op, _, _ in ops_and_tensors(copied)[:2]] == ["DEQUANTIZE", "QUANTIZE"]
+    assert read_labels(copied) == labels
+    predictor = load_predictor(tmp_path / "site" / "model.tflite")
+    assert predictor.class_names == labels and predictor.fixed_size == SIZE
+
+    result = export_web(tmp_path / "site" / "model.tflite", tmp_path / "again")
+    assert "copied as it is" in result.checked_on
+    assert (tmp_path / "again" / "model.tflite").read_bytes() == copied

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,14 @@ from segkit.errors import UserError
 from segkit.config import run_loader_options
 from segkit.exporters.check import Parity, check_images, compare, require
 from segkit.exporters import web
-from segkit.exporters.metadata import add_segmenter_metadata, read_labels
+from segkit.exporters.metadata import add_segmenter_metadata
 from segkit.exporters.onnx import write_onnx
 from segkit.exporters.savedmodel import write_savedmodel
 from segkit.exporters.source import Source, load_source
-from segkit.exporters.tflite import calibration_images, tflite_bytes
+from segkit.exporters.tflite import calibration_images, rewrite_int8_file, tflite_bytes
 from segkit.inference.predictor import load_predictor
 from segkit.inference.loading import SIDECAR
+from segkit.inference.tflite_runtime import read_labels
 
 FORMATS = catalog.EXPORT_FORMATS
 QUANTIZE = catalog.QUANTIZE
@@ -165,7 +165,7 @@ def export_web(model, out, *, quantize=None, image_size=None, **options) -> Expo
     """A static site in `out` that runs the model in a browser (segkit.exporters.web): `model` is a run folder or
     .keras file (or a list of them: their ensemble), exported to TFLite here (int8 unless `quantize` says
     otherwise; checked as any export), or a .tflite file with segmenter metadata (segkit's own TFLite exports),
-    copied as it is. The folder is written beside `out` and swapped in whole."""
+    copied (an int8 file from before export rewrote its conversions gets them rewritten: the same values). The folder is written beside `out` and swapped in whole."""
     quantize = quantize or "int8"
     out = Path(out)
     models = [Path(m) for m in model] if isinstance(model, (list, tuple)) else [Path(model)]
@@ -182,15 +182,18 @@ def export_web(model, out, *, quantize=None, image_size=None, **options) -> Expo
                 raise UserError(f"{given} has no segmenter metadata or no fixed input size; export the model it "
                                 "came from with --format web instead")
             entry = sidecar.read(given) or {}
+            data = given.read_bytes()
+            rewritten = rewrite_int8_file(data)
             with sidecar.write_pair(tflite) as pair:
-                shutil.copyfile(given, pair.tmp)
+                pair.tmp.write_bytes(rewritten)
                 pair.payload = {k: v for k, v in entry.items() if k != "sha256"}
                 pair.payload.setdefault("dataset_info", {"class_names": predictor.class_names,
                                                          "colors": predictor.colors})
             recorded = entry.get("export", {})
             parity = Parity(recorded.get("max_logit_difference", float("nan")), recorded.get("max_logit", float("nan")),
                             recorded.get("mask_agreement", float("nan")))
-            result = ExportResult(out, 0, parity, f"{given.name}'s own export check (copied as it is)")
+            how = "copied as it is" if rewritten is data else "copied, its uint8 <-> int8 conversions rewritten"
+            result = ExportResult(out, 0, parity, f"{given.name}'s own export check ({how})")
             size, info = predictor.fixed_size, {"class_names": predictor.class_names, "colors": predictor.colors}
         else:
             result = export_model(model, "tflite", tflite, quantize=quantize, image_size=image_size, **options)

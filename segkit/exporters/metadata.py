@@ -33,8 +33,10 @@ import numpy as np
 
 from tensorflow.lite.python import schema_py_generated as schema
 
+from segkit.exporters.tflite_graph import pack
+from segkit.inference.tflite_runtime import LABELS_FILE
+
 METADATA_NAME = "TFLITE_METADATA"
-LABELS_FILE = "labels.txt"
 ACTIVATIONS = {"NONE": 0, "SIGMOID": 1, "SOFTMAX": 2}  # mediapipe.tasks.Activation
 _TENSOR_AXIS_LABELS = 2  # AssociatedFileType
 _IMAGE_PROPERTIES = 2  # ContentProperties union member
@@ -161,9 +163,7 @@ def add_segmenter_metadata(model: bytes, labels: list, **options) -> bytes:
         entry = schema.MetadataT()
         entry.name, entry.buffer = METADATA_NAME, len(tree.buffers) - 1
         tree.metadata.append(entry)
-    b = flatbuffers.Builder(len(model) + len(data) + 4096)
-    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
-    return append_labels(bytes(b.Output()), labels)
+    return append_labels(pack(tree, len(model) + len(data)), labels)
 
 
 def append_labels(model: bytes, labels: list) -> bytes:
@@ -173,12 +173,3 @@ def append_labels(model: bytes, labels: list) -> bytes:
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     return out.getvalue()
-
-
-def read_labels(model: bytes) -> list | None:
-    """The labels packed by add_segmenter_metadata, or None."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model)) as zf:
-            return zf.read(LABELS_FILE).decode().splitlines()
-    except (zipfile.BadZipFile, KeyError):
-        return None

@@ -28,9 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from segkit.errors import UserError
+from segkit.exporters.metadata import append_labels, strip_associated_files
 from segkit.exporters.source import Source
 from segkit.exporters.tflite_graph import rewrite_int8
 from segkit.inference.loading import MULTIPLE
+from segkit.inference.tflite_runtime import read_labels
 
 
 def padded_forward(source: Source, size):
@@ -106,6 +108,18 @@ def tflite_bytes(source: Source, size, quantize: str, calibration=None) -> bytes
     frame on the AMD EPYC with AVX512-VNNI."""
     converted = converter_bytes(source, size, quantize, calibration)
     return rewrite_int8(converted) if quantize == "int8" else converted
+
+
+def rewrite_int8_file(data: bytes) -> bytes:
+    """A finished .tflite file (segmenter metadata inside, labels zip appended) with tflite_bytes' rewrites, for
+    int8 files exported before export made them; the same bytes when there is nothing to rewrite (a float file, or
+    one already rewritten)."""
+    graph = strip_associated_files(data)
+    rewritten = rewrite_int8(graph)
+    if rewritten is graph:
+        return data
+    labels = read_labels(data)
+    return append_labels(rewritten, labels) if labels is not None else rewritten
 
 
 def converter_bytes(source: Source, size, quantize: str, calibration=None) -> bytes:

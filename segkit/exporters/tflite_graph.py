@@ -131,9 +131,12 @@ def _rewrite(model: bytes, *rewrites) -> bytes:
     the same bytes when none applied."""
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
     changed = [rewrite(tree, tree.subgraphs[0]) for rewrite in rewrites]
-    if not any(changed):
-        return model
-    b = flatbuffers.Builder(len(model) + 4096)
+    return pack(tree, len(model)) if any(changed) else model
+
+
+def pack(tree, size_hint: int) -> bytes:
+    """The .tflite flatbuffer of a parsed and edited `schema.ModelT` tree; `size_hint`: about its size in bytes."""
+    b = flatbuffers.Builder(size_hint + 4096)
     b.Finish(tree.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
 

@@ -10,7 +10,8 @@ flatbuffer is refused in one line instead of crashing or exhausting memory insid
 
 Class names and colours come from the run's config.json, from a `<model>.json` sidecar beside a model
 file (as for the shipped models and export.py's files), or from `segkit.json` inside an exported
-SavedModel folder; without any they are numbered.
+SavedModel folder; else from the file itself (an .onnx file's metadata, a .tflite file's labels.txt);
+without any they are numbered.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def read_info(path: Path) -> dict | None:
 
     A run folder: its config.json. A SavedModel folder: its segkit.json (export), else the config.json of
     the run folder holding it (unet_tf's RUN/saved_model). A model file X.ext: its entry in the sidecar X.json
-    (segkit.sidecar: the entry whose hash is the file's), else (.onnx) the class names in its metadata, else
-    the config.json of the folder holding it.
+    (segkit.sidecar: the entry whose hash is the file's), else the class names inside the file (.onnx: its
+    metadata; .tflite: the labels.txt its export appended, numbered colours), else the config.json of the
+    folder holding it.
     """
     if path.is_file():
         entry = sidecar.read(path)
@@ -67,6 +69,12 @@ def read_info(path: Path) -> dict | None:
             info = sidecar.dataset_info(entry, sidecar.path_for(path))
             if info is not None:
                 return info
+        if path.suffix == ".tflite":  # a .tflite file of ours carries its class names inside (labels.txt)
+            from segkit.inference.tflite_runtime import read_labels
+
+            names = read_labels(path)
+            if names is not None:
+                return {**default_info(len(names)), "class_names": names, "config": {}}
         if path.suffix == ".onnx":  # an ONNX file of ours carries its classes inside (its metadata)
             try:
                 info = sidecar.dataset_info(read_onnx_metadata(path), path)

@@ -15,8 +15,10 @@ measures the choices on your machine. Files are checked by segkit.inference.load
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ import numpy as np
 from segkit.errors import UserError
 
 RUNTIMES = ("tf", "litert")
+LABELS_FILE = "labels.txt"  # in the zip a segkit .tflite file carries after its flatbuffer (MediaPipe reads it)
 XNNPACK = ("auto", "on", "off")
 
 
@@ -174,3 +177,13 @@ def describe(interpreter) -> str:
     if np.int8 in dtypes:
         return "dynamic"
     return "fp16" if np.float16 in dtypes else "float32"
+
+
+def read_labels(model: bytes | Path) -> list | None:
+    """The class names a .tflite file carries (labels.txt in the zip appended by segkit's export, one per line),
+    from its bytes or its path; None when it carries none."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model) if isinstance(model, bytes) else model) as zf:
+            return zf.read(LABELS_FILE).decode().splitlines() or None
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, OSError):
+        return None

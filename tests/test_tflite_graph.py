@@ -165,3 +165,13 @@ def test_a_web_export_rewrites_an_older_int8_file(ddrnet_files, tmp_path, monkey
     result = export_web(tmp_path / "site" / "model.tflite", tmp_path / "again")
     assert "copied as it is" in result.checked_on
     assert (tmp_path / "again" / "model.tflite").read_bytes() == copied
+
+    # Beside a run's config.json, the file takes the run's colours when the run names the same classes.
+    import json
+
+    colors = [[i * 40, 255 - i * 40, 7] for i in range(5)]
+    (tmp_path / "config.json").write_text(json.dumps({"dataset_info": {"class_names": labels, "colors": colors}}))
+    assert load_predictor(older).colors == colors
+    (tmp_path / "config.json").write_text(json.dumps({"dataset_info": {"class_names": list("abcde"),
+                                                                       "colors": colors}}))
+    assert load_predictor(older).class_names == labels

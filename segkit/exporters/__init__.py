@@ -165,7 +165,8 @@ def export_web(model, out, *, quantize=None, image_size=None, **options) -> Expo
     """A static site in `out` that runs the model in a browser (segkit.exporters.web): `model` is a run folder or
     .keras file (or a list of them: their ensemble), exported to TFLite here (int8 unless `quantize` says
     otherwise; checked as any export), or a .tflite file with segmenter metadata (segkit's own TFLite exports),
-    copied (an int8 file from before export rewrote its conversions gets them rewritten: the same values). The folder is written beside `out` and swapped in whole."""
+    copied (an int8 file from before export rewrote its conversions gets them rewritten: the same values).
+    The folder is written beside `out` and swapped in whole."""
     quantize = quantize or "int8"
     out = Path(out)
     models = [Path(m) for m in model] if isinstance(model, (list, tuple)) else [Path(model)]

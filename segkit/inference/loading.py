@@ -59,22 +59,17 @@ def read_info(path: Path) -> dict | None:
 
     A run folder: its config.json. A SavedModel folder: its segkit.json (export), else the config.json of
     the run folder holding it (unet_tf's RUN/saved_model). A model file X.ext: its entry in the sidecar X.json
-    (segkit.sidecar: the entry whose hash is the file's), else the class names inside the file (.onnx: its
-    metadata; .tflite: the labels.txt its export appended, numbered colours), else the config.json of the
-    folder holding it.
+    (segkit.sidecar: the entry whose hash is the file's), else (.onnx) the class names in its metadata, else
+    the config.json of the folder holding it (for a .tflite file, only if it names the classes the file carries
+    in its labels.txt), else (.tflite) those labels with numbered colours.
     """
+    embedded = None  # the class names inside a .tflite file
     if path.is_file():
         entry = sidecar.read(path)
         if entry is not None:
             info = sidecar.dataset_info(entry, sidecar.path_for(path))
             if info is not None:
                 return info
-        if path.suffix == ".tflite":  # a .tflite file of ours carries its class names inside (labels.txt)
-            from segkit.inference.tflite_runtime import read_labels
-
-            names = read_labels(path)
-            if names is not None:
-                return {**default_info(len(names)), "class_names": names, "config": {}}
         if path.suffix == ".onnx":  # an ONNX file of ours carries its classes inside (its metadata)
             try:
                 info = sidecar.dataset_info(read_onnx_metadata(path), path)
@@ -83,6 +78,10 @@ def read_info(path: Path) -> dict | None:
             if info is not None:
                 return info
         candidates = [path.parent / "config.json"]
+        if path.suffix == ".tflite":  # a .tflite file of ours carries its class names inside (labels.txt)
+            from segkit.inference.tflite_runtime import read_labels
+
+            embedded = read_labels(path)
     else:
         candidates = [path / "config.json", path / SIDECAR]
         if (path / "saved_model.pb").is_file():
@@ -94,8 +93,10 @@ def read_info(path: Path) -> dict | None:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise UserError(f"{candidate} (the classes of {path}) is not readable JSON: {exc}") from None
             info = sidecar.dataset_info(values, candidate) if isinstance(values, dict) else None
-            if info is not None:
+            if info is not None and (embedded is None or info["class_names"] == embedded):
                 return info
+    if embedded is not None:  # no record of this file's classes but its own: numbered colours
+        return {**default_info(len(embedded)), "class_names": embedded, "config": {}}
     return None
 
 

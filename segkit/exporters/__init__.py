@@ -179,11 +179,11 @@ def export_web(model, out, *, quantize=None, image_size=None, **options) -> Expo
         tflite = site / "model.tflite"
         if given.suffix == ".tflite" and given.is_file():
             predictor = load_predictor(given)
-            if read_labels(given.read_bytes()) is None or predictor.fixed_size is None:
+            data = given.read_bytes()
+            if read_labels(data) is None or predictor.fixed_size is None:
                 raise UserError(f"{given} has no segmenter metadata or no fixed input size; export the model it "
                                 "came from with --format web instead")
             entry = sidecar.read(given) or {}
-            data = given.read_bytes()
             rewritten = rewrite_int8_file(data)
             with sidecar.write_pair(tflite) as pair:
                 pair.tmp.write_bytes(rewritten)

@@ -129,7 +129,8 @@ def write_pair(model: Path):
 
 def dataset_info(values: dict, where: Path) -> dict | None:
     """{"class_names", "colors", "config"} from a run config or a sidecar entry, checked: one name (a string)
-    and one [r, g, b] colour (integers 0-255) per class; None when it records no classes."""
+    and one [r, g, b] colour (integers 0-255) per class; None when it records no classes. An ensemble's entry
+    adds "members": [{"source", "config"}] for each of its models (its own "config" is the first one's)."""
     block = values.get("dataset_info", values)
     if not isinstance(block, dict) or "class_names" not in block:
         return None
@@ -142,8 +143,12 @@ def dataset_info(values: dict, where: Path) -> dict | None:
         raise UserError(f"{where}: colors must hold one [r, g, b] (integers 0-255) per class ({len(names)}), "
                         f"got {colors!r:.80}")
     config = values.get("config", {})
-    return {"class_names": list(names), "colors": [list(c) for c in colors],
+    info = {"class_names": list(names), "colors": [list(c) for c in colors],
             "config": config if isinstance(config, dict) else {}}
+    members = values.get("members")
+    if isinstance(members, list) and all(isinstance(m, dict) for m in members):
+        info["members"] = members
+    return info
 
 
 def check_classes(info: dict | None, outputs: int, model: Path) -> None:

@@ -377,6 +377,9 @@ def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):
     for weight in model.trainable_weights:  # not BatchNorm's statistics: a variance must stay positive
         weight.assign(weight.numpy() + 0.05 * rng.standard_normal(weight.shape).astype("float32"))
     model.save(other / "model.keras")
+    values = json.loads((other / "config.json").read_text())
+    values["config"]["seed"] = 1  # the second run's settings differ, as they would
+    (other / "config.json").write_text(json.dumps(values))
 
     out = tmp_path / "ensemble.keras"
     result = export.export_model([run, other], "keras", out, recipe="tests: two runs")
@@ -390,9 +393,16 @@ def test_ensemble_is_the_mean_of_its_models_probabilities(run, tmp_path):
     assert result.parity.agreement == 1.0
     entry = sidecar.read(out)
     assert entry["export"]["source"] == [run.name, "other"] and entry["dataset_info"]["class_names"][0] == "Sky"
+    # each model's own settings are recorded (the top-level config is the first one's), without this machine's
+    # folders, and an export of the ensemble file keeps the record
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert [m["source"] for m in entry["members"]] == [run.name, "other"]
+    assert [m["config"]["seed"] for m in entry["members"]] == [config["seed"], 1]
+    assert entry["members"][1]["config"]["run_dir"] == Path(config["run_dir"]).name
     int8 = export.export_model(out, "tflite", tmp_path / "ensemble_int8.tflite", quantize="int8", image_size=SIZE,
                                calibration_count=8)
     assert int8.parity.agreement >= 0.9
+    assert sidecar.read(tmp_path / "ensemble_int8.tflite")["members"] == entry["members"]
     # fine-tuning starts from one network: an ensemble given to --init-from is refused in one line
     from segkit.models.ensemble import ensemble_members
     from segkit.training.loop_keras import init_weights

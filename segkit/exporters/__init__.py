@@ -93,25 +93,39 @@ def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=
     absolute data folder becomes relative to the folder export runs in (the repository, for shipped files),
     as the scripts read a relative one: "../shared/datasets/camvid" rather than "/work/shared/datasets/camvid"."""
     info = source.info or {}
-    config = dict(info.get("config", {}))
-    source_name = str(source.path)
+    source_name = _source_name(source.path) if recipe else str(source.path)
+    if source.members:  # an ensemble: its models' names (and the first one's config, for the dataset)
+        source_name = [_source_name(p) if recipe else str(p) for p in source.members]
+    payload = {"config": _shared_config(info.get("config", {}), recipe),
+               "export": {"source": source_name, "format": fmt, "quantize": quantize,
+                          "image_size": list(size) if size else None, **parity.as_dict()}}
+    if recipe:
+        payload["recipe"] = recipe
+    if info.get("members"):  # an ensemble (or a file exported from one): how each of its models was trained
+        payload["members"] = _shared_members(info["members"], recipe)
+    if "class_names" in info:
+        payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
+    return payload
+
+
+def _shared_config(config: dict, recipe) -> dict:
+    """A run's config as the sidecar records it: with `recipe`, without this machine's folders."""
+    config = dict(config)
     if recipe:
         for field in PATH_FIELDS:
             if config.get(field):
                 config[field] = Path(config[field]).name
         if config.get("data_dir") and Path(config["data_dir"]).is_absolute():
             config["data_dir"] = os.path.relpath(config["data_dir"])
-        source_name = _source_name(source.path)
-    if source.members:  # an ensemble: its models' names (and the first one's config, for the dataset)
-        source_name = [_source_name(p) if recipe else str(p) for p in source.members]
-    payload = {"config": config,
-               "export": {"source": source_name, "format": fmt, "quantize": quantize,
-                          "image_size": list(size) if size else None, **parity.as_dict()}}
-    if recipe:
-        payload["recipe"] = recipe
-    if "class_names" in info:
-        payload["dataset_info"] = {"class_names": info["class_names"], "colors": info["colors"]}
-    return payload
+    return config
+
+
+def _shared_members(members: list, recipe) -> list:
+    """An ensemble's "members" record (segkit.exporters.source.ensemble_source) as the sidecar records it."""
+    return [{**member, "source": _source_name(Path(member.get("source", ""))) if recipe else member.get("source"),
+             "config": _shared_config(member.get("config") or {}, recipe),
+             **({"members": _shared_members(member["members"], recipe)} if member.get("members") else {})}
+            for member in members]
 
 
 def _source_name(path: Path) -> str:

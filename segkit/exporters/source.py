@@ -76,7 +76,8 @@ def load_source(path) -> Source:
 
 def ensemble_source(paths: list) -> Source:
     """The ensemble of the Keras models at `paths` (the mean of their class probabilities), as one Source whose
-    info (classes, the run's config) is the first model's; the models must name the same classes."""
+    info (classes, the run's config) is the first model's, with "members": each model's path and config (and its
+    own "members" when it is an ensemble already); the models must name the same classes."""
     from segkit.models.ensemble import build_ensemble
 
     if len(set(p.resolve() for p in paths)) != len(paths):
@@ -93,5 +94,8 @@ def ensemble_source(paths: list) -> Source:
                             f"must predict the same classes")
     model = build_ensemble([s.model for s in sources])
     notes = "; ".join(s.note for s in sources if s.note)
+    members = [{"source": str(s.path), "config": (s.info or {}).get("config", {}),
+                **({"members": s.info["members"]} if "members" in (s.info or {}) else {})} for s in sources]
+    info = {**(sources[0].info or {}), "members": members}
     return Source("keras", sources[0].path, lambda x: model(x, training=False), keras_variables(model),
-                  sources[0].info, notes, model=model, members=tuple(s.path for s in sources))
+                  info, notes, model=model, members=tuple(s.path for s in sources))

@@ -100,6 +100,24 @@ def test_tflite_at_any_size_pads_inside_like_keras(run, keras_logits, tmp_path):
 
 
 
+@pytest.mark.parametrize("runtime", ["tf", "litert"])
+def test_argmax_graph_is_numpys_argmax(runtime):
+    """The one-op ARG_MAX graph that makes a fixed-size file's mask gives np.argmax's classes, the first of equal
+    values included, for each output type; a type it does not take falls back to np.argmax itself."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.int8, np.uint8, np.float32):
+        y = rng.integers(0, 3, (7, 9, 5)).astype(dtype)  # few values: most pixels have ties
+        y[0, 0] = [2, 0, 2, 1, 2]  # first of three equal maxima: class 0
+        y[0, 1] = [0, 1, 1, 1, 1]
+        classes = tflite_infer.argmax_fn(y.shape, y.dtype, runtime)
+        assert classes is not tflite_infer._numpy_argmax, dtype
+        got = classes(y)
+        assert got.dtype == np.int32 and got[0, 0] == 0 and got[0, 1] == 1
+        np.testing.assert_array_equal(got, np.argmax(y, axis=-1))
+        np.testing.assert_array_equal(classes(y[::-1].copy()), np.argmax(y[::-1], axis=-1))  # called again
+    assert tflite_infer.argmax_fn((7, 9, 5), np.int16) is tflite_infer._numpy_argmax
+
+
 def test_lean_tflite_path_gives_the_general_paths_results(exports, monkeypatch):
     """A frame of the file's own size goes in as uint8 pixels and its mask is the argmax of the quantized
     output: the same classes, pixel for pixel, as dequantizing first, and the same logits as float input."""

@@ -33,8 +33,7 @@ import numpy as np
 
 from tensorflow.lite.python import schema_py_generated as schema
 
-from segkit.exporters.tflite_graph import pack
-from segkit.inference.tflite_runtime import LABELS_FILE
+from segkit.inference.tflite_runtime import LABELS_FILE, pack
 
 METADATA_NAME = "TFLITE_METADATA"
 ACTIVATIONS = {"NONE": 0, "SIGMOID": 1, "SOFTMAX": 2}  # mediapipe.tasks.Activation

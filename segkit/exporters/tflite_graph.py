@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import copy
 
-import flatbuffers
 import numpy as np
 
 from tensorflow.lite.python import schema_py_generated as schema
+
+from segkit.inference.tflite_runtime import pack
 
 _OPS = schema.BuiltinOperator
 # Ops that move values without computing new ones, so a zero-point shift passes through them.
@@ -132,13 +133,6 @@ def _rewrite(model: bytes, *rewrites) -> bytes:
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
     changed = [rewrite(tree, tree.subgraphs[0]) for rewrite in rewrites]
     return pack(tree, len(model)) if any(changed) else model
-
-
-def pack(tree, size_hint: int) -> bytes:
-    """The .tflite flatbuffer of a parsed and edited `schema.ModelT` tree; `size_hint`: about its size in bytes."""
-    b = flatbuffers.Builder(size_hint + 4096)
-    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 def _requantize_early(tree, graph) -> bool:

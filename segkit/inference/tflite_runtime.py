@@ -208,7 +208,6 @@ def argmax_fn(shape, dtype, runtime: str | None = None):
 
 def _argmax_graph(shape: tuple, dtype: np.dtype) -> bytes:
     """The flatbuffer of a graph (1, *shape) `dtype` -> ARG_MAX over the last axis -> (1, *shape[:-1]) int32."""
-    import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
     types = {np.dtype(np.int8): schema.TensorType.INT8, np.dtype(np.uint8): schema.TensorType.UINT8,
@@ -236,9 +235,17 @@ def _argmax_graph(shape: tuple, dtype: np.dtype) -> bytes:
     buffers[2].data = np.frombuffer(np.int32(len(shape)).tobytes(), np.uint8)  # the last axis of (1, *shape)
     tree = schema.ModelT()
     tree.version, tree.operatorCodes, tree.subgraphs, tree.buffers = 3, [code], [graph], buffers
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(tree, 1024)
+
+
+def pack(tree, size_hint: int) -> bytes:
+    """The .tflite flatbuffer of a `schema.ModelT` tree (parsed and edited, or built); `size_hint`: about its size
+    in bytes."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(size_hint + 4096)
+    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
 
 
 def describe(interpreter) -> str:

@@ -34,6 +34,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,6 +46,7 @@ from segkit import models  # noqa: E402
 from segkit.data.common import default_colors  # noqa: E402
 from segkit.data.pipeline import prepare  # noqa: E402
 from segkit.errors import UserError  # noqa: E402
+from segkit.inference.loading import read_info  # noqa: E402
 from bench import machine  # noqa: E402
 from bench.flops import TRAINING_FACTOR, model_flops  # noqa: E402
 from segkit import cli, runtime  # noqa: E402
@@ -86,6 +88,15 @@ def parse_args(argv):
     if args.count < args.batch_size:
         raise UserError(f"--count ({args.count}) must be at least --batch-size ({args.batch_size})")
     return args
+
+
+def teacher_classes(source: str) -> int:
+    """How many classes the --distill-from model predicts: its recorded class names (no loading; train.py's
+    load_teacher loads it once and checks), else its output channels."""
+    info = read_info(Path(source))
+    if info is not None:
+        return len(info["class_names"])
+    return keras_model_at(source, "--distill-from")[1].outputs[0].shape[-1]
 
 
 def bench_config(args) -> TrainConfig:
@@ -193,7 +204,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     num_classes = args.num_classes
     if config.distill_from and num_classes is None:  # the teacher decides how many classes the student predicts
-        num_classes = keras_model_at(config.distill_from, "--distill-from")[1].outputs[0].shape[-1]
+        num_classes = teacher_classes(config.distill_from)
     _, batches, info = shapes_data(config, args.count, num_classes)
 
     timer = time_unet_tf if config.model == "unet_tf" else time_keras

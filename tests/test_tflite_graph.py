@@ -9,7 +9,7 @@ import pytest
 
 from segkit import models
 from segkit.exporters import source, tflite
-from segkit.exporters.tflite_graph import input_through_float, requantize_early, rewrite_int8
+from segkit.exporters.tflite_graph import _builtin, input_through_float, requantize_early, rewrite_int8
 from segkit.inference import tflite_runtime as tflite_infer
 from tensorflow.lite.python import schema_py_generated as schema
 
@@ -34,8 +34,7 @@ def ops_and_tensors(data: bytes):
     graph = tree.subgraphs[0]
     out = []
     for op in graph.operators:
-        code = tree.operatorCodes[op.opcodeIndex]
-        out.append((names[max(code.builtinCode, code.deprecatedBuiltinCode)],
+        out.append((names[_builtin(tree.operatorCodes[op.opcodeIndex])],
                     [list(graph.tensors[t].shape) for t in op.inputs],
                     [types[graph.tensors[t].type] for t in op.outputs]))
     return out

@@ -93,9 +93,8 @@ def sidecar_payload(source: Source, fmt, quantize, size, parity: Parity, recipe=
     absolute data folder becomes relative to the folder export runs in (the repository, for shipped files),
     as the scripts read a relative one: "../shared/datasets/camvid" rather than "/work/shared/datasets/camvid"."""
     info = source.info or {}
-    source_name = _source_name(source.path) if recipe else str(source.path)
-    if source.members:  # an ensemble: its models' names (and the first one's config, for the dataset)
-        source_name = [_source_name(p) if recipe else str(p) for p in source.members]
+    names = [_source_name(p) if recipe else str(p) for p in source.members or [source.path]]
+    source_name = names if source.members else names[0]  # an ensemble: its models' names
     payload = {"config": _shared_config(info.get("config", {}), recipe),
                "export": {"source": source_name, "format": fmt, "quantize": quantize,
                           "image_size": list(size) if size else None, **parity.as_dict()}}
